@@ -1,0 +1,277 @@
+"""Gemma decoder (PaliGemma's language model and pi0's action expert) with joint multi-expert attention.
+
+One decoder layer is applied to several token streams at once ("experts"): each stream uses its own
+pre-norm, q/k/v projections, o_proj, FFN norm and MLP, but all streams meet in ONE attention over the
+concatenated sequence. With a single stream this is a plain Gemma decoder, which is how pi0-FAST (and
+the pi0 prefix pass) uses it.
+
+Parameter names are the Hugging Face / openpi-PyTorch ones (``layers.{i}.self_attn.q_proj.weight``,
+``layers.{i}.mlp.gate_proj.weight``, ``norm.weight``, ``embed_tokens.weight``) so checkpoints load
+without renaming.
+
+Conventions (shared/docs/pi0_reference.md): RMSNorm ``x * rsqrt(mean(x^2) + eps) * (1 + w)`` in fp32;
+RoPE base 10000, rotate_half, in fp32; q scaled by head_dim^-0.5; attention logits and softmax in fp32,
+masked logits filled with -2.3819763e38; GeGLU MLP with tanh-approximate GELU; no softcapping.
+
+KV cache: a tuple with one ``(k, v)`` pair per layer, each ``[B, num_kv_heads, S, head_dim]``, k already
+rotated. Masks are boolean ``[B, L_query, L_key]`` with True = may attend, where the keys are the cached
+keys followed by the current tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Matches openpi/big_vision: the most negative bf16-representable fill, finite so no NaN appears in a
+# fully masked (padding) row.
+ATTENTION_MASK_VALUE = -2.3819763e38
+
+KVCache = Tuple[Tuple[torch.Tensor, torch.Tensor], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmaConfig:
+    """Shape of one Gemma decoder. ``vocab_size = 0`` means no embedding table (pi0's action expert)."""
+
+    width: int
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int = 0
+    rms_eps: float = 1e-6
+    rope_base: float = 10000.0
+
+
+GEMMA_CONFIGS = {
+    "gemma_2b": GemmaConfig(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256,
+                            vocab_size=257_152),
+    "gemma_300m": GemmaConfig(width=1024, depth=18, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256),
+}
+
+
+def get_gemma_config(name: str) -> GemmaConfig:
+    """Named Gemma shape (``gemma_2b``, ``gemma_300m``); raises KeyError listing the known names."""
+    if name not in GEMMA_CONFIGS:
+        raise KeyError(f"unknown Gemma config {name!r}; known: {sorted(GEMMA_CONFIGS)}")
+    return GEMMA_CONFIGS[name]
+
+
+class RMSNorm(nn.Module):
+    """Gemma RMSNorm: the weight is stored as an offset from 1 and the math runs in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * (1.0 + self.weight.float())).to(x.dtype)
+
+
+class GemmaMLP(nn.Module):
+    """GeGLU feed-forward: down(gelu_tanh(gate(x)) * up(x))."""
+
+    def __init__(self, width: int, mlp_dim: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(width, mlp_dim, bias=False)
+        self.up_proj = nn.Linear(width, mlp_dim, bias=False)
+        self.down_proj = nn.Linear(mlp_dim, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
+class GemmaAttentionProjections(nn.Module):
+    """The q/k/v/o projections of one expert; the attention itself is joint (see ``joint_attention``)."""
+
+    def __init__(self, cfg: GemmaConfig):
+        super().__init__()
+        self.q_proj = nn.Linear(cfg.width, cfg.num_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.width, bias=False)
+
+
+class GemmaDecoderLayer(nn.Module):
+    """One pre-norm decoder block's parameters (HF names)."""
+
+    def __init__(self, cfg: GemmaConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.width, cfg.rms_eps)
+        self.self_attn = GemmaAttentionProjections(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.width, cfg.rms_eps)
+        self.mlp = GemmaMLP(cfg.width, cfg.mlp_dim)
+
+
+class GemmaModel(nn.Module):
+    """A Gemma decoder stack: optional ``embed_tokens``, ``layers``, final ``norm``."""
+
+    def __init__(self, cfg: GemmaConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.width) if cfg.vocab_size > 0 else None
+        self.layers = nn.ModuleList([GemmaDecoderLayer(cfg) for _ in range(cfg.depth)])
+        self.norm = RMSNorm(cfg.width, cfg.rms_eps)
+
+    def embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids [B, L] -> embeddings [B, L, width] scaled by sqrt(width) (text tokens only)."""
+        if self.embed_tokens is None:
+            raise RuntimeError("this Gemma has no embedding table (vocab_size = 0)")
+        return self.embed_tokens(tokens) * math.sqrt(self.config.width)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,  # [B, L, width]
+        attn_mask: torch.Tensor,  # bool [B, L, S_past + L]
+        positions: torch.Tensor,  # long [B, L]
+        past_kv: Optional[KVCache] = None,
+        use_cache: bool = False,
+        attn_impl: str = "eager",
+    ) -> Tuple[torch.Tensor, Optional[KVCache]]:
+        """Run the stack alone (PaliGemma LM use). Returns (final-normed hidden [B, L, width], cache).
+
+        With ``use_cache`` the returned cache holds the past keys/values followed by this call's, so
+        autoregressive decoding extends it one step at a time.
+        """
+        (out,), cache = joint_forward([self], [inputs_embeds], attn_mask, positions, past_kv, use_cache,
+                                      attn_impl)
+        return out, cache
+
+
+class GemmaForCausalLM(nn.Module):
+    """``model`` (a GemmaModel) plus an ``lm_head`` tied to ``model.embed_tokens`` (HF layout)."""
+
+    def __init__(self, cfg: GemmaConfig):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError("GemmaForCausalLM needs vocab_size > 0")
+        self.model = GemmaModel(cfg)
+        self.lm_head = nn.Linear(cfg.width, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.model.embed_tokens.weight  # tied, as in PaliGemma
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final-normed hidden [B, L, width] -> vocabulary logits [B, L, vocab] (float32)."""
+        return self.lm_head(hidden).float()
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary embedding, half-split (rotate_half) convention, computed in float32.
+
+    x: [B, heads, L, head_dim]; positions: [B, L]. Returns x's dtype.
+    """
+    head_dim = x.shape[-1]
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=x.device, dtype=torch.float32) / head_dim))
+    angles = positions.float()[:, None, :, None] * inv_freq  # [B, 1, L, D/2]
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    x32 = x.float()
+    x1, x2 = x32[..., : head_dim // 2], x32[..., head_dim // 2:]
+    rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    return rotated.to(x.dtype)
+
+
+def attention(
+    q: torch.Tensor,  # [B, H, L, D], already scaled by D^-0.5
+    k: torch.Tensor,  # [B, KV, S, D]
+    v: torch.Tensor,  # [B, KV, S, D]
+    attn_mask: torch.Tensor,  # bool [B, L, S]
+    impl: str = "eager",
+) -> torch.Tensor:
+    """Grouped-query attention without materialising repeated K/V. Returns [B, H, L, D] in q's dtype.
+
+    The query heads sharing one KV head are folded into the query axis ([B, KV, G*L, D]), so multi-query
+    attention (KV = 1) is a single-head attention over more queries.
+    ``eager``: fp32 logits and softmax with the reference mask value (exact, any device).
+    ``sdpa``: torch's fused kernels with an additive float mask (fp32 accumulation inside the kernel).
+    """
+    b, h, length, d = q.shape
+    kv = k.shape[1]
+    groups = h // kv
+    qg = q.reshape(b, kv, groups * length, d)
+    if impl == "sdpa":
+        bias = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device)
+        bias = bias.masked_fill(~attn_mask, torch.finfo(q.dtype).min)
+        bias = bias[:, None, None].expand(b, 1, groups, length, -1).reshape(b, 1, groups * length, -1)
+        out = F.scaled_dot_product_attention(qg, k, v, attn_mask=bias, scale=1.0)
+    elif impl == "eager":
+        logits = torch.einsum("bkqd,bksd->bkqs", qg.float(), k.float())  # [B, KV, G*L, S]
+        logits = logits.view(b, kv, groups, length, -1)
+        logits = logits.masked_fill(~attn_mask[:, None, None], ATTENTION_MASK_VALUE)
+        probs = torch.softmax(logits, dim=-1).view(b, kv, groups * length, -1)
+        out = torch.einsum("bkqs,bksd->bkqd", probs.to(v.dtype), v)
+    else:
+        raise ValueError(f"unknown attention implementation {impl!r} (eager | sdpa)")
+    return out.reshape(b, h, length, d)
+
+
+def _split_heads(x: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
+    b, length, _ = x.shape
+    return x.view(b, length, heads, head_dim).transpose(1, 2)
+
+
+def joint_forward(
+    models: Sequence[GemmaModel],
+    embeds: Sequence[Optional[torch.Tensor]],  # per stream [B, L_i, width_i] or None (stream absent)
+    attn_mask: torch.Tensor,  # bool [B, sum(L_i), S_past + sum(L_i)]
+    positions: torch.Tensor,  # long [B, sum(L_i)]
+    past_kv: Optional[KVCache] = None,
+    use_cache: bool = False,
+    attn_impl: str = "eager",
+) -> Tuple[List[Optional[torch.Tensor]], Optional[KVCache]]:
+    """Run several Gemma stacks layer by layer with one joint attention per layer.
+
+    Streams are concatenated in the order given. Returns the final-normed output of each present
+    stream (None for absent ones) and, with ``use_cache``, the per-layer K/V of past + current tokens.
+    All models must share depth, num_heads, num_kv_heads and head_dim.
+    """
+    present = [i for i, e in enumerate(embeds) if e is not None]
+    if not present:
+        raise ValueError("joint_forward needs at least one stream")
+    ref = models[present[0]].config
+    for i in present:
+        c = models[i].config
+        if (c.depth, c.num_heads, c.num_kv_heads, c.head_dim) != (ref.depth, ref.num_heads, ref.num_kv_heads,
+                                                                  ref.head_dim):
+            raise ValueError("joint experts must share depth, num_heads, num_kv_heads and head_dim")
+    lengths = [embeds[i].shape[1] for i in present]
+    hidden = {i: embeds[i] for i in present}
+    new_cache: List[Tuple[torch.Tensor, torch.Tensor]] = []
+    scale = ref.head_dim ** -0.5
+    for layer_idx in range(ref.depth):
+        qs, ks, vs = [], [], []
+        for i in present:
+            layer = models[i].layers[layer_idx]
+            x = layer.input_layernorm(hidden[i])
+            qs.append(_split_heads(layer.self_attn.q_proj(x), ref.num_heads, ref.head_dim))
+            ks.append(_split_heads(layer.self_attn.k_proj(x), ref.num_kv_heads, ref.head_dim))
+            vs.append(_split_heads(layer.self_attn.v_proj(x), ref.num_kv_heads, ref.head_dim))
+        q = rope(torch.cat(qs, dim=2), positions, ref.rope_base)
+        k = rope(torch.cat(ks, dim=2), positions, ref.rope_base)
+        v = torch.cat(vs, dim=2)
+        # Scale q after RoPE in fp32, then cast: the same numbers openpi computes.
+        q = (q.float() * scale).to(q.dtype)
+        if past_kv is not None:
+            k = torch.cat([past_kv[layer_idx][0].to(k.dtype), k], dim=2)
+            v = torch.cat([past_kv[layer_idx][1].to(v.dtype), v], dim=2)
+        if use_cache:
+            new_cache.append((k, v))
+        out = attention(q, k, v, attn_mask, attn_impl)  # [B, H, sum(L), D]
+        out = out.transpose(1, 2).reshape(out.shape[0], -1, ref.num_heads * ref.head_dim)
+        for i, chunk in zip(present, torch.split(out, lengths, dim=1), strict=True):
+            layer = models[i].layers[layer_idx]
+            h = hidden[i] + layer.self_attn.o_proj(chunk.to(hidden[i].dtype))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            hidden[i] = h
+    outputs: List[Optional[torch.Tensor]] = [None] * len(embeds)
+    for i in present:
+        outputs[i] = models[i].norm(hidden[i])
+    return outputs, (tuple(new_cache) if use_cache else None)
