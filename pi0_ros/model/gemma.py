@@ -275,3 +275,7 @@ def joint_forward(
     for i in present:
         outputs[i] = models[i].norm(hidden[i])
     return outputs, (tuple(new_cache) if use_cache else None)
+
+
+# Modules whose parameters stay float32 under the bf16 dtype policy (see Pi0Model.set_inference_dtype).
+LayerNormTypes = (RMSNorm, nn.LayerNorm)

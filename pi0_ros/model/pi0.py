@@ -1,0 +1,271 @@
+"""pi0: PaliGemma prefix + Gemma action expert, trained and sampled with flow matching.
+
+openpi's conventions (shared/docs/pi0_reference.md): t = 1 is noise and t = 0 is data,
+x_t = t * noise + (1 - t) * actions, the network predicts u = noise - actions, and sampling integrates
+from t = 1 with 10 Euler steps of dt = -0.1. The prefix (images + prompt) is run once; its per-layer
+K/V are cached and every denoising step runs only the expert on the suffix (state + action tokens).
+
+Parameter names equal openpi-PyTorch's (``paligemma_with_expert.paligemma.model.language_model...``,
+``paligemma_with_expert.gemma_expert.model...``, ``action_in_proj`` ...), so loading is a plain
+state-dict load (see ``checkpoint``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pi0_ros.model.config import Pi0Config
+from pi0_ros.model.gemma import GemmaModel, KVCache, LayerNormTypes, joint_forward
+from pi0_ros.model.paligemma import PaliGemma
+
+# Sin/cos time embedding periods (openpi): geometric from 4 ms to 4 s of "flow time".
+TIME_MIN_PERIOD = 4e-3
+TIME_MAX_PERIOD = 4.0
+# Training time distribution: Beta(1.5, 1) squeezed into [0.001, 1].
+TIME_BETA_ALPHA = 1.5
+
+
+@dataclasses.dataclass
+class Pi0Inputs:
+    """Model-ready tensors for one batch (what the pre-processing produces)."""
+
+    images: torch.Tensor  # float [B, num_cameras, 3, S, S] in [-1, 1]
+    image_masks: torch.Tensor  # bool [B, num_cameras]
+    tokens: torch.Tensor  # long [B, max_token_len]
+    token_masks: torch.Tensor  # bool [B, max_token_len]
+    state: torch.Tensor  # float [B, action_dim], normalized and zero-padded
+
+    def to(self, device: torch.device | str) -> "Pi0Inputs":
+        """Copy every tensor to ``device``."""
+        return Pi0Inputs(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+
+
+@dataclasses.dataclass
+class PrefixCache:
+    """What every denoising step needs from the observation: prefix K/V, prefix validity, state."""
+
+    kv: KVCache
+    pad_masks: torch.Tensor  # bool [B, P]
+    state: torch.Tensor  # float [B, action_dim]
+
+
+def make_attn_mask(pad_masks: torch.Tensor, ar_mask: torch.Tensor) -> torch.Tensor:
+    """Block attention mask: i may attend j iff cumsum(ar)[j] <= cumsum(ar)[i] and both are valid.
+
+    pad_masks: bool [B, N]; ar_mask: [N] or [B, N], 1 where a token starts a new block.
+    Returns bool [B, N, N].
+    """
+    ar = ar_mask.to(torch.int64).expand(pad_masks.shape)
+    blocks = torch.cumsum(ar, dim=1)
+    allowed = blocks[:, None, :] <= blocks[:, :, None]
+    valid = pad_masks[:, None, :] & pad_masks[:, :, None]
+    return allowed & valid
+
+
+def sinusoidal_time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """t [B] -> [B, dim] = [sin(2 pi t / p), cos(2 pi t / p)], periods p geometric in [4e-3, 4]."""
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64, device=t.device)
+    period = TIME_MIN_PERIOD * (TIME_MAX_PERIOD / TIME_MIN_PERIOD) ** fraction
+    angle = t.to(torch.float64)[:, None] * (2 * math.pi / period)[None, :]
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1).to(torch.float32)
+
+
+class GemmaExpert(nn.Module):
+    """Holds the expert under the HF name ``gemma_expert.model`` (its lm_head is never used)."""
+
+    def __init__(self, model: GemmaModel):
+        super().__init__()
+        self.model = model
+
+
+class PaliGemmaWithExpert(nn.Module):
+    """``paligemma`` (vision + LM) and ``gemma_expert``, the two streams of the joint attention."""
+
+    def __init__(self, cfg: Pi0Config):
+        super().__init__()
+        self.paligemma = PaliGemma(cfg.vision, cfg.llm)
+        self.gemma_expert = GemmaExpert(GemmaModel(cfg.expert))
+
+    @property
+    def experts(self) -> Tuple[GemmaModel, GemmaModel]:
+        """(language model, action expert) in joint-sequence order."""
+        return self.paligemma.model.language_model, self.gemma_expert.model
+
+
+class Pi0Model(nn.Module):
+    """The pi0 network: ``embed_prefix``, ``embed_suffix``, ``compute_loss``, ``sample_actions``."""
+
+    def __init__(self, cfg: Pi0Config):
+        super().__init__()
+        self.config = cfg
+        self.paligemma_with_expert = PaliGemmaWithExpert(cfg)
+        ew = cfg.expert.width
+        self.state_proj = nn.Linear(cfg.action_dim, ew)
+        self.action_in_proj = nn.Linear(cfg.action_dim, ew)
+        self.action_time_mlp_in = nn.Linear(2 * ew, ew)
+        self.action_time_mlp_out = nn.Linear(ew, ew)
+        self.action_out_proj = nn.Linear(ew, cfg.action_dim)
+        self.attn_impl = "eager"
+
+    # ----------------------------------------------------------------------------------- dtype / impl
+    def set_inference_dtype(self, dtype: torch.dtype) -> "Pi0Model":
+        """Cast the two towers to ``dtype`` (bf16 on GPU) keeping norms and the small heads in fp32."""
+        self.paligemma_with_expert.to(dtype)
+        for module in self.paligemma_with_expert.modules():
+            if isinstance(module, LayerNormTypes):
+                module.float()
+        return self
+
+    def set_attention_impl(self, impl: str) -> "Pi0Model":
+        """``eager`` (fp32 logits/softmax, exact) or ``sdpa`` (fused kernels) for every attention."""
+        if impl not in ("eager", "sdpa"):
+            raise ValueError(f"unknown attention implementation {impl!r}")
+        self.attn_impl = impl
+        self.paligemma_with_expert.paligemma.model.vision_tower.set_attention_impl(impl)
+        return self
+
+    @property
+    def _tower_dtype(self) -> torch.dtype:
+        return self.paligemma_with_expert.gemma_expert.model.layers[0].mlp.up_proj.weight.dtype
+
+    # ------------------------------------------------------------------------------------- embedding
+    def embed_prefix(self, inputs: Pi0Inputs) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images (in camera order) then prompt -> (embs [B, P, W_lm], pad [B, P], ar [P]); ar all 0."""
+        images = inputs.images  # [B, N, 3, S, S]
+        b, n = images.shape[:2]
+        paligemma = self.paligemma_with_expert.paligemma
+        image_tokens = paligemma.embed_image(images.flatten(0, 1))  # [B*N, T, W]
+        per_image = image_tokens.shape[1]
+        image_tokens = image_tokens.reshape(b, n * per_image, -1)
+        image_pad = inputs.image_masks[:, :, None].expand(b, n, per_image).reshape(b, n * per_image)
+        text_tokens = paligemma.embed_text(inputs.tokens).to(image_tokens.dtype)  # [B, L, W]
+        embs = torch.cat([image_tokens, text_tokens], dim=1)
+        pad = torch.cat([image_pad, inputs.token_masks], dim=1)
+        ar = torch.zeros(embs.shape[1], dtype=torch.bool, device=embs.device)
+        return embs, pad, ar
+
+    def embed_suffix(
+        self, state: torch.Tensor, noisy_actions: torch.Tensor, time: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """state [B, A], x_t [B, H, A], t [B] -> (embs [B, 1+H, W_e], pad [B, 1+H], ar [1+H]).
+
+        ar: the state token starts a block, the first action token starts another, the rest join it.
+        """
+        b, horizon, _ = noisy_actions.shape
+        state_emb = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None, :]
+        action_emb = self.action_in_proj(noisy_actions.to(self.action_in_proj.weight.dtype))
+        time_emb = sinusoidal_time_embedding(time, action_emb.shape[-1]).to(action_emb.dtype)
+        time_emb = time_emb[:, None, :].expand(b, horizon, -1)
+        action_time = self.action_time_mlp_in(torch.cat([action_emb, time_emb], dim=2))
+        action_time = self.action_time_mlp_out(F.silu(action_time))
+        embs = torch.cat([state_emb, action_time], dim=1).to(self._tower_dtype)
+        pad = torch.ones(b, 1 + horizon, dtype=torch.bool, device=embs.device)
+        ar = torch.zeros(1 + horizon, dtype=torch.bool, device=embs.device)
+        ar[:2] = True
+        return embs, pad, ar
+
+    def _velocity(self, suffix_out: torch.Tensor) -> torch.Tensor:
+        horizon = self.config.action_horizon
+        head = self.action_out_proj
+        return head(suffix_out[:, -horizon:].to(head.weight.dtype)).float()
+
+    # ------------------------------------------------------------------------------ full (uncached)
+    def forward_velocity(self, inputs: Pi0Inputs, x_t: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """Velocity v(x_t, t) [B, H, A] from ONE joint pass over prefix + suffix (training path)."""
+        prefix, prefix_pad, prefix_ar = self.embed_prefix(inputs)
+        suffix, suffix_pad, suffix_ar = self.embed_suffix(inputs.state, x_t, time)
+        pad = torch.cat([prefix_pad, suffix_pad], dim=1)
+        ar = torch.cat([prefix_ar, suffix_ar], dim=0)
+        mask = make_attn_mask(pad, ar)
+        positions = torch.cumsum(pad.to(torch.int64), dim=1) - 1
+        (_, suffix_out), _ = joint_forward(self.paligemma_with_expert.experts, [prefix, suffix], mask,
+                                           positions, attn_impl=self.attn_impl)
+        return self._velocity(suffix_out)
+
+    def compute_loss(
+        self,
+        inputs: Pi0Inputs,
+        actions: torch.Tensor,  # [B, H, A], normalized and padded
+        noise: Optional[torch.Tensor] = None,
+        time: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """Per-element flow-matching squared error [B, H, A]; take ``.mean()`` for openpi's loss."""
+        actions = actions.float()
+        if noise is None:
+            noise = torch.randn(actions.shape, generator=generator, device=actions.device)
+        if time is None:
+            # Beta(a, 1) by inverse CDF (u ** (1/a)) so a torch.Generator controls it.
+            u = torch.rand(actions.shape[0], generator=generator, device=actions.device)
+            time = u ** (1.0 / TIME_BETA_ALPHA) * 0.999 + 0.001
+        t = time[:, None, None]
+        x_t = t * noise + (1 - t) * actions
+        target = noise - actions
+        v_t = self.forward_velocity(inputs, x_t, time)
+        return (target - v_t) ** 2
+
+    # ---------------------------------------------------------------------------------- cached path
+    def prefill(self, inputs: Pi0Inputs) -> PrefixCache:
+        """Run the prefix once through the language model and keep every layer's K/V."""
+        prefix, prefix_pad, prefix_ar = self.embed_prefix(inputs)
+        mask = make_attn_mask(prefix_pad, prefix_ar)
+        positions = torch.cumsum(prefix_pad.to(torch.int64), dim=1) - 1
+        _, kv = joint_forward(self.paligemma_with_expert.experts, [prefix, None], mask, positions,
+                              use_cache=True, attn_impl=self.attn_impl)
+        return PrefixCache(kv=kv, pad_masks=prefix_pad, state=inputs.state)
+
+    def denoise_step(self, x_t: torch.Tensor, time: torch.Tensor, cache: PrefixCache) -> torch.Tensor:
+        """One velocity evaluation v(x_t, t) [B, H, A] with the suffix attending to the cached prefix.
+
+        ``time`` is a tensor [B] (or a 0-d tensor, broadcast). The cache is read, never extended.
+        """
+        b = x_t.shape[0]
+        time = time.to(torch.float32).expand(b) if time.dim() == 0 else time
+        suffix, suffix_pad, suffix_ar = self.embed_suffix(cache.state, x_t, time)
+        s = suffix.shape[1]
+        prefix_part = cache.pad_masks[:, None, :].expand(b, s, -1)
+        mask = torch.cat([prefix_part, make_attn_mask(suffix_pad, suffix_ar)], dim=2)
+        offset = cache.pad_masks.sum(dim=1, keepdim=True)
+        positions = offset + torch.cumsum(suffix_pad.to(torch.int64), dim=1) - 1
+        (_, suffix_out), _ = joint_forward(self.paligemma_with_expert.experts, [None, suffix], mask, positions,
+                                           past_kv=cache.kv, attn_impl=self.attn_impl)
+        return self._velocity(suffix_out)
+
+    def sample_noise(self, batch: int, generator: Optional[torch.Generator] = None,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+        """Standard Gaussian starting point [B, H, A] (float32)."""
+        shape = (batch, self.config.action_horizon, self.config.action_dim)
+        return torch.randn(shape, generator=generator, device=device)
+
+    @torch.no_grad()
+    def sample_actions(
+        self,
+        inputs: Pi0Inputs,
+        noise: Optional[torch.Tensor] = None,
+        num_steps: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """Integrate the flow from noise (t = 1) to actions (t = 0): normalized padded actions [B, H, A]."""
+        num_steps = num_steps or self.config.num_steps
+        device = inputs.state.device
+        if noise is None:
+            noise = self.sample_noise(inputs.state.shape[0], generator, device)
+        expected = (inputs.state.shape[0], self.config.action_horizon, self.config.action_dim)
+        if tuple(noise.shape) != expected:
+            raise ValueError(f"noise must have shape {expected}, got {tuple(noise.shape)}")
+        cache = self.prefill(inputs)
+        dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=device)
+        # Accumulate t in fp32 like openpi (1.0, 0.9, ...), so the evaluated times match bit for bit.
+        time = torch.tensor(1.0, dtype=torch.float32, device=device)
+        x_t = noise.to(torch.float32)
+        for _ in range(num_steps):
+            v_t = self.denoise_step(x_t, time, cache)
+            x_t = x_t + dt * v_t
+            time = time + dt
+        return x_t
