@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from pi0_ros.paths import config_path
+
 GROUP_KINDS = ("arm", "gripper", "torso")
 CAMERA_TRANSPORTS = {"compressed": ("jpeg", "png"), "raw": ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")}
 
@@ -25,7 +27,6 @@ EE_DELTA_DIM = 6  # dx dy dz rx ry rz (axis-angle)
 STATE_KINDS = ("joint_position", "gripper", "ee_pose")
 ACTION_KINDS = ("joint_position", "joint_delta", "ee_pose", "ee_delta", "gripper")
 
-DEFAULT_EMBODIMENT = Path(__file__).resolve().parent.parent / "config" / "r1pro.yaml"
 
 
 class EmbodimentError(ValueError):
@@ -151,7 +152,7 @@ class Embodiment:
 
 def load_embodiment(path: Optional[Path | str] = None) -> Embodiment:
     """Load and validate an embodiment file (default: the package's R1 Pro description)."""
-    path = Path(path) if path is not None else DEFAULT_EMBODIMENT
+    path = Path(path) if path is not None else config_path("r1pro.yaml")
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
