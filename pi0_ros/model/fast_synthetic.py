@@ -1,9 +1,10 @@
 """Synthetic normalized dual-arm action chunks, for fitting/benchmarking FAST without robot data.
 
 Each chunk is ``float[T, D]`` in the quantile-normalized range [-1, 1]: arm joints follow either
-minimum-jerk segments between random waypoints or sums of low-frequency sinusoids (the two kinds of
-smooth motion teleoperation produces); gripper dimensions are step functions (open/close at a random
-instant), the least DCT-friendly part of a real chunk. ``noise_std`` adds white noise on top.
+minimum-jerk segments between random waypoints (``max_waypoints`` moves per chunk) or sums of
+low-frequency sinusoids (the two kinds of smooth motion teleoperation produces); gripper dimensions
+are open/closed (+-1) and switch inside a chunk with probability ``gripper_switch_prob`` -- a step,
+the least DCT-friendly part of a real chunk. ``noise_std`` adds white noise on top.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ class SyntheticChunkConfig:
     horizon: int = 50
     action_dim: int = 16
     gripper_dims: Sequence[int] = (7, 15)
-    max_waypoints: int = 3
+    max_waypoints: int = 2
+    gripper_switch_prob: float = 0.25
     max_frequency_hz: float = 1.5
     control_hz: float = 50.0
     noise_std: float = 0.0
@@ -56,9 +58,11 @@ def _sinusoid_joint(rng: np.random.Generator, horizon: int, max_hz: float, contr
     return out
 
 
-def _gripper(rng: np.random.Generator, horizon: int) -> np.ndarray:
-    start, end = rng.choice([-1.0, 1.0], size=2)
-    switch = int(rng.integers(0, horizon))
+def _gripper(rng: np.random.Generator, horizon: int, switch_prob: float) -> np.ndarray:
+    # A gripper toggles a few times per episode, so most 1 s chunks hold it constant.
+    start = rng.choice([-1.0, 1.0])
+    end = -start if rng.random() < switch_prob else start
+    switch = int(rng.integers(1, horizon))
     return np.where(np.arange(horizon) < switch, start, end)
 
 
@@ -70,7 +74,7 @@ def make_chunks(count: int, config: SyntheticChunkConfig, seed: int = 0) -> np.n
     for n in range(count):
         for d in range(config.action_dim):
             if d in grippers:
-                chunks[n, :, d] = _gripper(rng, config.horizon)
+                chunks[n, :, d] = _gripper(rng, config.horizon, config.gripper_switch_prob)
             elif rng.random() < 0.5:
                 chunks[n, :, d] = _min_jerk_joint(rng, config.horizon, config.max_waypoints)
             else:
