@@ -124,9 +124,13 @@ class RemotePolicy:
         )
         if self.config.api_key:
             self._connect_kwargs["additional_headers"] = {"Authorization": f"Api-Key {self.config.api_key}"}
-        if "proxy" in _supported_connect_kwargs():
+        supported = _supported_connect_kwargs()
+        if "proxy" in supported:
             # websockets >= 15 would otherwise route through HTTP(S)_PROXY from the environment.
             self._connect_kwargs["proxy"] = None
+        if "legacy" in supported:
+            # websockets >= 17: we hold one connection across calls, outside a with-block, on purpose.
+            self._connect_kwargs["legacy"] = True
 
     # -- Policy interface -------------------------------------------------------------------
 
