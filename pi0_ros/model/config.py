@@ -80,7 +80,7 @@ def _pi0_test() -> Pi0Config:
     return Pi0Config(
         vision=SiglipConfig(image_size=28, patch_size=14, width=32, depth=2, mlp_dim=64, num_heads=2),
         llm=GemmaConfig(width=32, depth=2, mlp_dim=64, num_heads=2, num_kv_heads=1, head_dim=16,
-                        vocab_size=300),
+                        vocab_size=400),
         expert=GemmaConfig(width=16, depth=2, mlp_dim=32, num_heads=2, num_kv_heads=1, head_dim=16),
         num_cameras=3,
         action_dim=8,
