@@ -204,6 +204,13 @@ class RemotePolicy:
         """Whether a connection is currently open (it may still turn out to be dead)."""
         return self._connection is not None
 
+    @property
+    def next_retry_in_s(self) -> float:
+        """Seconds until the next connection attempt is allowed (0 when connected or allowed now)."""
+        if self._connection is not None:
+            return 0.0
+        return max(0.0, self._next_attempt_at - time.monotonic())
+
     def _ensure_connected(self) -> ws_client.ClientConnection:
         if self._connection is not None:
             return self._connection
