@@ -173,28 +173,29 @@ def test_noise_shape_is_checked(model_and_cfg):
 
 
 def test_loss_falls_when_overfitting_tiny_batch():
+    # A fixed batch with fixed noise and times: the flow target is then learnable exactly.
     torch.manual_seed(0)
     cfg = get_pi0_config("pi0_test")
     model = Pi0Model(cfg)
     inputs = make_inputs(cfg)
     g = torch.Generator().manual_seed(9)
     actions = torch.randn(2, cfg.action_horizon, cfg.action_dim, generator=g)
-    eval_noise = torch.randn(actions.shape, generator=g)
-    eval_time = torch.tensor([0.8, 0.4])
-
-    def eval_loss() -> float:
-        with torch.no_grad():
-            return model.compute_loss(inputs, actions, noise=eval_noise, time=eval_time).mean().item()
-
-    before = eval_loss()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        loss = model.compute_loss(inputs, actions, generator=g).mean()
+    noise = torch.randn(actions.shape, generator=g)
+    time = torch.tensor([0.8, 0.4])
+    with torch.no_grad():
+        before = model.compute_loss(inputs, actions, noise=noise, time=time).mean().item()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        loss = model.compute_loss(inputs, actions, noise=noise, time=time).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    after = eval_loss()
-    assert after < 0.3 * before
+    with torch.no_grad():
+        after = model.compute_loss(inputs, actions, noise=noise, time=time).mean().item()
+    assert after < 0.1 * before
+    # Random times come from Beta(1.5, 1) squeezed into [0.001, 1]; the loss stays finite there.
+    sampled = model.compute_loss(inputs, actions, generator=g)
+    assert sampled.shape == actions.shape and torch.isfinite(sampled).all()
 
 
 def test_gemma_cache_extension_matches_full_causal_pass():

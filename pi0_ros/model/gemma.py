@@ -164,26 +164,48 @@ class GemmaForCausalLM(nn.Module):
         return self.lm_head(hidden).float()
 
 
-def rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary embedding, half-split (rotate_half) convention, computed in float32.
+def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [B, 1, L, head_dim/2] (float32) for ``apply_rope``; computed once per forward."""
+    exponent = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
+    inv_freq = 1.0 / (base ** exponent)
+    angles = positions.float()[:, None, :, None] * inv_freq
+    return torch.cos(angles), torch.sin(angles)
 
-    x: [B, heads, L, head_dim]; positions: [B, L]. Returns x's dtype.
-    """
-    head_dim = x.shape[-1]
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=x.device, dtype=torch.float32) / head_dim))
-    angles = positions.float()[:, None, :, None] * inv_freq  # [B, 1, L, D/2]
-    cos, sin = torch.cos(angles), torch.sin(angles)
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, heads, L, D] (half-split / rotate_half convention) in float32; returns x's dtype."""
+    half = x.shape[-1] // 2
     x32 = x.float()
-    x1, x2 = x32[..., : head_dim // 2], x32[..., head_dim // 2:]
-    rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
-    return rotated.to(x.dtype)
+    x1, x2 = x32[..., :half], x32[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary embedding of x [B, heads, L, D] at positions [B, L] (convenience wrapper)."""
+    cos, sin = rope_tables(positions, x.shape[-1], base)
+    return apply_rope(x, cos, sin)
+
+
+def prepare_mask(attn_mask: torch.Tensor, groups: int, impl: str, dtype: torch.dtype) -> torch.Tensor:
+    """Turn a bool mask [B, L, S] into what ``attention`` consumes (once per forward, not per layer).
+
+    eager: bool [B, 1, 1, L, S]; sdpa: additive float bias [B, 1, G*L, S] matching the folded queries.
+    """
+    if impl == "eager":
+        return attn_mask[:, None, None]
+    if impl == "sdpa":
+        b, length, s = attn_mask.shape
+        bias = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device)
+        bias = bias.masked_fill(~attn_mask, torch.finfo(dtype).min)
+        return bias[:, None, None].expand(b, 1, groups, length, s).reshape(b, 1, groups * length, s)
+    raise ValueError(f"unknown attention implementation {impl!r} (eager | sdpa)")
 
 
 def attention(
     q: torch.Tensor,  # [B, H, L, D], already scaled by D^-0.5
     k: torch.Tensor,  # [B, KV, S, D]
     v: torch.Tensor,  # [B, KV, S, D]
-    attn_mask: torch.Tensor,  # bool [B, L, S]
+    mask: torch.Tensor,  # from prepare_mask
     impl: str = "eager",
 ) -> torch.Tensor:
     """Grouped-query attention without materialising repeated K/V. Returns [B, H, L, D] in q's dtype.
@@ -198,18 +220,12 @@ def attention(
     groups = h // kv
     qg = q.reshape(b, kv, groups * length, d)
     if impl == "sdpa":
-        bias = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device)
-        bias = bias.masked_fill(~attn_mask, torch.finfo(q.dtype).min)
-        bias = bias[:, None, None].expand(b, 1, groups, length, -1).reshape(b, 1, groups * length, -1)
-        out = F.scaled_dot_product_attention(qg, k, v, attn_mask=bias, scale=1.0)
-    elif impl == "eager":
+        out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=1.0)
+    else:
         logits = torch.einsum("bkqd,bksd->bkqs", qg.float(), k.float())  # [B, KV, G*L, S]
-        logits = logits.view(b, kv, groups, length, -1)
-        logits = logits.masked_fill(~attn_mask[:, None, None], ATTENTION_MASK_VALUE)
+        logits = logits.view(b, kv, groups, length, -1).masked_fill(~mask, ATTENTION_MASK_VALUE)
         probs = torch.softmax(logits, dim=-1).view(b, kv, groups * length, -1)
         out = torch.einsum("bkqs,bksd->bkqd", probs.to(v.dtype), v)
-    else:
-        raise ValueError(f"unknown attention implementation {impl!r} (eager | sdpa)")
     return out.reshape(b, h, length, d)
 
 
@@ -246,6 +262,9 @@ def joint_forward(
     hidden = {i: embeds[i] for i in present}
     new_cache: List[Tuple[torch.Tensor, torch.Tensor]] = []
     scale = ref.head_dim ** -0.5
+    cos, sin = rope_tables(positions, ref.head_dim, ref.rope_base)
+    dtype = embeds[present[0]].dtype
+    mask = prepare_mask(attn_mask, ref.num_heads // ref.num_kv_heads, attn_impl, dtype)
     for layer_idx in range(ref.depth):
         qs, ks, vs = [], [], []
         for i in present:
@@ -254,8 +273,8 @@ def joint_forward(
             qs.append(_split_heads(layer.self_attn.q_proj(x), ref.num_heads, ref.head_dim))
             ks.append(_split_heads(layer.self_attn.k_proj(x), ref.num_kv_heads, ref.head_dim))
             vs.append(_split_heads(layer.self_attn.v_proj(x), ref.num_kv_heads, ref.head_dim))
-        q = rope(torch.cat(qs, dim=2), positions, ref.rope_base)
-        k = rope(torch.cat(ks, dim=2), positions, ref.rope_base)
+        q = apply_rope(torch.cat(qs, dim=2), cos, sin)
+        k = apply_rope(torch.cat(ks, dim=2), cos, sin)
         v = torch.cat(vs, dim=2)
         # Scale q after RoPE in fp32, then cast: the same numbers openpi computes.
         q = (q.float() * scale).to(q.dtype)
@@ -264,7 +283,7 @@ def joint_forward(
             v = torch.cat([past_kv[layer_idx][1].to(v.dtype), v], dim=2)
         if use_cache:
             new_cache.append((k, v))
-        out = attention(q, k, v, attn_mask, attn_impl)  # [B, H, sum(L), D]
+        out = attention(q, k, v, mask, attn_impl)  # [B, H, sum(L), D]
         out = out.transpose(1, 2).reshape(out.shape[0], -1, ref.num_heads * ref.head_dim)
         for i, chunk in zip(present, torch.split(out, lengths, dim=1), strict=True):
             layer = models[i].layers[layer_idx]
