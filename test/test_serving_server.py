@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import http.client
+import inspect
 import logging
 import threading
 import time
@@ -70,9 +71,11 @@ def _observation(state: Any, prompt: str = "pick up the cup") -> Dict[str, Any]:
 
 
 def _raw_connect(port: int, **kwargs: Any) -> ws_client.ClientConnection:
+    if "legacy" in inspect.signature(ws_client.connect).parameters:
+        kwargs["legacy"] = True  # websockets >= 17; the robot's Python 3.10 tops out at websockets 16
     return ws_client.connect(
         f"ws://127.0.0.1:{port}", open_timeout=TIMEOUT_S, close_timeout=2, compression=None,
-        max_size=None, proxy=None, legacy=True, **kwargs,
+        max_size=None, proxy=None, **kwargs,
     )
 
 
