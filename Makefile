@@ -15,10 +15,10 @@ demo: $(VENV_STAMP) $(NATIVE_LIB)
 	tools/loopback_only.sh $(PY) -m pi0_ros.demo $(DEMO_ARGS)
 
 test: $(VENV_STAMP) $(NATIVE_LIB)
-	tools/run_tests.sh $(PY) -m "not slow and not gpu" $(PYTEST_ARGS)
+	tools/run_tests.sh $(PY) "not slow and not gpu" $(PYTEST_ARGS)
 
 test-slow: $(VENV_STAMP) $(NATIVE_LIB)
-	tools/run_tests.sh $(PY) -m "slow and not gpu" $(PYTEST_ARGS)
+	tools/run_tests.sh $(PY) "slow and not gpu" $(PYTEST_ARGS)
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .
