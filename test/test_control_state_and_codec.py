@@ -167,3 +167,27 @@ def test_ee_delta_increments_accumulate_from_chunk_start(emb):
     action = encode_action(emb, emb.action_layout("ee_delta"), {**start, "left_arm": q2}, start, fks,
                            previous={**start, "left_arm": q1})
     np.testing.assert_allclose(action[:6], inc2, atol=1e-9)
+
+
+def test_ee_pose_chunk_through_the_real_relaxed_ik(emb):
+    ik = {g: ArmIK.from_embodiment(emb, emb.groups[g]) for g in ("left_arm", "right_arm")}
+    layout = emb.action_layout("ee_pose")
+    decoder = ActionDecoder(emb, layout, ik)
+    start = _start(emb)
+    actions = np.zeros((6, layout.dim))
+    for k in range(6):
+        for seg in layout.segments:
+            if seg.kind == "ee_pose":
+                actions[k, seg.slice] = ik[seg.group].forward(start[seg.group] + 0.02 * k)
+            else:
+                actions[k, seg.slice] = 0.5
+    actions[4, layout.segments[0].slice][0] += 3.0  # 3 m out of reach
+    decoded = decoder.decode(actions, start)
+    left = decoded.targets["left_arm"]
+    for k in (1, 3, 5):
+        reached = ik["left_arm"].forward(left[k])
+        assert np.linalg.norm(reached[:3] - actions[k, :3]) < 0.01
+    np.testing.assert_allclose(left[4], left[3])  # unreachable: the last safe target is kept
+    assert decoded.ik_failures == {"left_arm": 1, "right_arm": 0}
+    for solver in ik.values():
+        solver.close()

@@ -142,3 +142,7 @@ def make_strategy(name: str, dt: float, execute_steps: int, margin_steps: int = 
     if factory is None:
         raise ValueError(f"unknown chunk strategy {name!r}; known: {sorted(STRATEGIES)}")
     return factory(dt=dt, execute_steps=execute_steps, margin_steps=margin_steps)
+
+
+# The asynchronous strategies (async_naive, temporal_ensemble, fast_blend, rtc) register themselves here.
+from pi0_ros.control import chunk_strategies  # noqa: E402,F401

@@ -17,7 +17,7 @@ import numpy as np
 from pi0_ros.control.action_codec import ActionDecoder
 from pi0_ros.control.chunking import Chunk, ChunkStrategy, make_strategy
 from pi0_ros.control.inference import InferenceRequest, InferenceWorker
-from pi0_ros.control.kinematics import ArmIK
+from pi0_ros.control.kinematics import ArmIK, ChainFK, arm_fk
 from pi0_ros.control.modes import ModeMachine
 from pi0_ros.control.robot_state import RobotStateTracker, build_state_vector
 from pi0_ros.control.safety import (
@@ -89,6 +89,7 @@ class ControlCore:
         self.layout = layout
         self.config = config
         self.ik = dict(ik or {})
+        self._fks: Dict[str, ChainFK] = {}
         self.image_decoder = image_decoder or (lambda image: image)
         self.groups = [seg.group for seg in layout.segments]
         feedback_groups = dict.fromkeys(self.groups + [s.group for s in embodiment.state_layout.segments])
@@ -363,7 +364,11 @@ class ControlCore:
         self.worker.submit(InferenceRequest(self._request_id, self.epoch, now, build, measured))
 
     def _fk(self, group: str, q: np.ndarray) -> np.ndarray:
-        return self.ik[group].forward(q)
+        if group in self.ik:
+            return self.ik[group].forward(q)
+        if group not in self._fks:  # ee-pose state with a joint action space: FK only, no solver
+            self._fks[group] = arm_fk(self.embodiment, self.embodiment.groups[group])
+        return self._fks[group].forward(q)
 
     def diagnostics(self, now: float) -> Dict[str, Any]:
         """Values for /diagnostics."""

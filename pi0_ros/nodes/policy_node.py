@@ -1,0 +1,420 @@
+"""The policy node: cameras + joint states + instruction -> pi0 / pi0-FAST -> safe R1 Pro commands.
+
+A thin rclpy adapter around :class:`pi0_ros.control.controller.ControlCore`. Subscriptions only
+store the newest message (images are decoded later, in the inference worker); a dedicated control
+thread ticks the core on a monotonic clock at ``control_hz`` and publishes what it returns, so
+neither inference nor image traffic can delay the command stream. Every command passed the safety
+layer; the last command sent at shutdown is a hold.
+
+Topics (names from the embodiment file unless noted)
+  subscribed: each group's ``feedback_topic`` (JointState), each camera's ``topic`` (Image or
+  CompressedImage), ``instruction`` (String, transient local), ``<teleop_topic_prefix>/joint_targets``
+  (JointState, matched by joint name), ``<teleop_topic_prefix>/<arm>/target_pose`` (PoseStamped).
+  published: each commanded group's ``command_topic`` (JointState: position = target, velocity =
+  per-joint speed limit) or one ``trajectory_topic`` (JointTrajectory), ``~/action_chunk``
+  (JointTrajectory of the chunk being executed, after IK), ``/diagnostics`` (DiagnosticArray),
+  ``~/mode`` (String, transient local: effective mode and reason).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from pi0_ros.control.action_codec import needs_ik
+from pi0_ros.control.backends import BACKENDS, BackendOptions, make_policy
+from pi0_ros.control.chunking import STRATEGIES, Chunk
+from pi0_ros.control.controller import ControlConfig, ControlCore, TickResult
+from pi0_ros.control.kinematics import ArmIK
+from pi0_ros.control.modes import MODES, mode_problem
+from pi0_ros.control.safety import GroupCommand, SafetyConfig, WatchdogConfig
+from pi0_ros.embodiment import Embodiment, load_embodiment
+
+OUTPUTS = ("r1pro", "joint_trajectory")
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _float(description: str, low: float, high: float, read_only: bool = True) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, read_only=read_only,
+                               floating_point_range=[FloatingPointRange(from_value=low, to_value=high)])
+
+
+def _int(description: str, low: int, high: int) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, read_only=True,
+                               integer_range=[IntegerRange(from_value=low, to_value=high, step=1)])
+
+
+def _text(description: str, read_only: bool = True) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, read_only=read_only)
+
+
+# name -> (default, descriptor). Defaults also live in config/policy_node.yaml.
+PARAMETERS: Dict[str, Any] = {
+    "embodiment": ("", _text("embodiment YAML; empty: the package's config/r1pro.yaml")),
+    "policy_backend": ("scripted", _text(f"policy implementation: one of {list(BACKENDS)}")),
+    "checkpoint": ("", _text("checkpoint directory (pi0 / pi0_fast backends)")),
+    "server_uri": ("", _text("ws://host:port of an openpi-protocol policy server (remote backend)")),
+    "action_space": ("", _text("action layout name from the embodiment; empty: the checkpoint's, else "
+                               "joint_position")),
+    "control_mode": ("hold", _text(f"one of {list(MODES)}; invalid values are refused", read_only=False)),
+    "instruction": ("", _text("language instruction (the 'instruction' topic overrides it too)", read_only=False)),
+    "paused": (False, _text("true: hold the current position in any mode", read_only=False)),
+    "control_hz": (0.0, _float("command rate in Hz; 0: the embodiment's rates.control_hz", 0.0, 500.0)),
+    "chunk_strategy": ("sync", _text(f"chunk execution strategy: one of {sorted(STRATEGIES)}")),
+    "execute_steps": (25, _int("actions executed open-loop from each chunk (N of H)", 1, 1000)),
+    "inference_margin_steps": (3, _int("start the next inference this many ticks before it is needed", 0, 1000)),
+    "speed_scale": (0.5, _float("fraction of the embodiment velocity limits the node may command", 0.01, 1.0)),
+    "acceleration_scale": (1.0, _float("fraction of the embodiment acceleration limits", 0.01, 1.0)),
+    "max_step_arm_rad": (0.25, _float("max |arm command - measured position| per joint (rad)", 0.001, 3.0)),
+    "max_step_gripper": (100.0, _float("max |gripper command - measured stroke|", 0.1, 100.0)),
+    "position_margin_rad": (0.01, _float("keep arm commands this far inside the joint limits (rad)", 0.0, 0.5)),
+    "switch_ramp_s": (1.0, _float("after a mode switch, speed limits ramp up over this time (s)", 0.0, 10.0)),
+    "switch_ramp_start": (0.1, _float("speed-limit fraction right after a mode switch", 0.01, 1.0)),
+    "joint_state_timeout_s": (0.2, _float("hold when joint states are older than this (s)", 0.01, 10.0)),
+    "image_timeout_s": (0.0, _float("hold when an image is older than this (s); 0: each camera's max_age_s",
+                                    0.0, 10.0)),
+    "policy_timeout_s": (2.0, _float("hold when no new chunk was computed for this long (s)", 0.1, 60.0)),
+    "teleop_timeout_s": (0.5, _float("hold in teleop when no teleop target arrived for this long (s)", 0.01, 10.0)),
+    "output": ("r1pro", _text(f"command output: one of {list(OUTPUTS)}")),
+    "trajectory_topic": ("/joint_trajectory_controller/joint_trajectory",
+                         _text("JointTrajectory topic when output is joint_trajectory")),
+    "teleop_topic_prefix": ("/teleop", _text("prefix of the teleop input topics")),
+    "diagnostics_hz": (1.0, _float("rate of /diagnostics and ~/mode updates (Hz)", 0.1, 50.0)),
+    "scripted_speed": (0.5, _float("speed of the scripted backend (state units/s)", 0.01, 5.0)),
+}
+
+
+def _resolve_image_decoder():
+    """The package's message -> RGB numpy converter (cv_bridge when importable), imported lazily."""
+    try:
+        from pi0_ros.nodes import ros_image
+    except ImportError as exc:
+        reason = str(exc)
+
+        def unavailable(_msg: Any) -> np.ndarray:
+            raise RuntimeError(f"image conversion unavailable: {reason}")
+
+        return unavailable
+    for name in ("to_rgb", "message_to_rgb", "image_msg_to_rgb", "msg_to_rgb"):
+        if hasattr(ros_image, name):
+            return getattr(ros_image, name)
+    raise RuntimeError("pi0_ros.nodes.ros_image has no message -> RGB function")
+
+
+class PolicyNode(Node):
+    """ROS adapter of the control core (node name ``policy_node``)."""
+
+    def __init__(self, **node_kwargs: Any):
+        super().__init__("policy_node", **node_kwargs)
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self._check_choices(p)
+        self.embodiment: Embodiment = load_embodiment(p["embodiment"] or None)
+        control_hz = p["control_hz"] or self.embodiment.rates.control_hz
+        self.dt = 1.0 / control_hz
+        policy = None
+        if p["policy_backend"]:
+            policy = make_policy(BackendOptions(p["policy_backend"], p["action_space"] or "joint_position",
+                                                p["checkpoint"], p["server_uri"], self.dt, p["scripted_speed"]),
+                                 self.embodiment)
+        action_space = p["action_space"] or self._checkpoint_action_space(policy) or "joint_position"
+        layout = self.embodiment.action_layout(action_space)
+        self.ik: Dict[str, ArmIK] = {}
+        if needs_ik(layout):
+            for seg in layout.segments:
+                if seg.kind in ("ee_pose", "ee_delta"):
+                    self.ik[seg.group] = ArmIK.from_embodiment(self.embodiment, self.embodiment.groups[seg.group])
+        watchdog = WatchdogConfig(
+            joint_state_max_age_s=p["joint_state_timeout_s"],
+            image_max_age_s={name: p["image_timeout_s"] or cam.max_age_s
+                             for name, cam in self.embodiment.cameras.items()},
+            policy_max_age_s=p["policy_timeout_s"],
+            teleop_max_age_s=p["teleop_timeout_s"],
+        )
+        safety = SafetyConfig(
+            speed_scale=p["speed_scale"], acceleration_scale=p["acceleration_scale"],
+            max_step_arm_rad=p["max_step_arm_rad"], max_step_gripper=p["max_step_gripper"],
+            position_margin_rad=p["position_margin_rad"], ramp_s=p["switch_ramp_s"], ramp_start=p["switch_ramp_start"],
+        )
+        config = ControlConfig(control_hz=control_hz, strategy=p["chunk_strategy"], execute_steps=p["execute_steps"],
+                               inference_margin_steps=p["inference_margin_steps"], safety=safety, watchdog=watchdog)
+        self.core = ControlCore(self.embodiment, layout, config, policy=policy, ik=self.ik,
+                                image_decoder=_resolve_image_decoder(), requested_mode=p["control_mode"],
+                                instruction=p["instruction"])
+        self.core.set_paused(p["paused"])
+        self.add_on_set_parameters_callback(self._on_parameters)
+        self._make_publishers(p)
+        self._make_subscriptions(p)
+        self._last_tick: Optional[TickResult] = None
+        self.ticks = 0
+        self.missed_ticks = 0
+        self._stop = threading.Event()
+        self._sending = threading.Lock()  # the final hold must come after the last tick's commands
+        timer_group = MutuallyExclusiveCallbackGroup()
+        self.create_timer(1.0 / p["diagnostics_hz"], self._publish_diagnostics, callback_group=timer_group)
+        self._thread = threading.Thread(target=self._control_loop, name="policy_node_control", daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f"policy_node: {p['policy_backend'] or 'no'} policy, action space {action_space}, {control_hz:g} Hz, "
+            f"mode {p['control_mode']}, output {p['output']}, commanding {self.core.groups}"
+        )
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _check_choices(self, p: Dict[str, Any]) -> None:
+        problems = []
+        if p["policy_backend"] and p["policy_backend"] not in BACKENDS:
+            problems.append(f"policy_backend must be one of {list(BACKENDS)}, got {p['policy_backend']!r}")
+        if p["output"] not in OUTPUTS:
+            problems.append(f"output must be one of {list(OUTPUTS)}, got {p['output']!r}")
+        if p["chunk_strategy"] not in STRATEGIES:
+            problems.append(f"chunk_strategy must be one of {sorted(STRATEGIES)}, got {p['chunk_strategy']!r}")
+        problem = mode_problem(p["control_mode"])
+        if problem:
+            problems.append(problem)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _checkpoint_action_space(self, policy: Any) -> Optional[str]:
+        if policy is None:
+            return None
+        try:
+            metadata = policy.metadata
+        except Exception as exc:  # noqa: BLE001 - a remote server may be down at start-up
+            self.get_logger().warning(f"cannot read the policy's metadata ({exc}); using joint_position")
+            return None
+        space = metadata.get("action_space") if isinstance(metadata, dict) else None
+        return space if isinstance(space, str) and space in self.embodiment.action_spaces else None
+
+    def _make_publishers(self, p: Dict[str, Any]) -> None:
+        self.output = p["output"]
+        self.command_pubs = {}
+        if self.output == "r1pro":
+            for group in self.core.groups:
+                topic = self.embodiment.groups[group].command_topic
+                self.command_pubs[group] = self.create_publisher(JointState, topic, COMMAND_QOS)
+        else:
+            self.trajectory_pub = self.create_publisher(JointTrajectory, p["trajectory_topic"], COMMAND_QOS)
+        self.chunk_pub = self.create_publisher(JointTrajectory, "~/action_chunk", 1)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.mode_pub = self.create_publisher(String, "~/mode", LATCHED_QOS)
+
+    def _make_subscriptions(self, p: Dict[str, Any]) -> None:
+        # Reentrant: feedback, images and teleop may be handled in parallel; each callback only stores.
+        inputs = ReentrantCallbackGroup()
+        for group in self.core.tracker.groups:
+            topic = self.embodiment.groups[group].feedback_topic
+            self.create_subscription(JointState, topic, lambda msg, g=group: self._on_feedback(g, msg),
+                                     qos_profile_sensor_data, callback_group=inputs)
+        for name, cam in self.embodiment.cameras.items():
+            msg_type = CompressedImage if cam.transport == "compressed" else Image
+            self.create_subscription(msg_type, cam.topic,
+                                     lambda msg, c=name: self.core.on_image(c, msg, time.monotonic()),
+                                     qos_profile_sensor_data, callback_group=inputs)
+        self.create_subscription(String, "instruction", self._on_instruction, LATCHED_QOS, callback_group=inputs)
+        prefix = p["teleop_topic_prefix"].rstrip("/")
+        self.create_subscription(JointState, f"{prefix}/joint_targets", self._on_teleop_joints, COMMAND_QOS,
+                                 callback_group=inputs)
+        for group in self.core.groups:
+            if self.embodiment.groups[group].kind == "arm":
+                self.create_subscription(PoseStamped, f"{prefix}/{group}/target_pose",
+                                         lambda msg, g=group: self._on_teleop_pose(g, msg), COMMAND_QOS,
+                                         callback_group=inputs)
+
+    # -- callbacks -----------------------------------------------------------------------------
+
+    def _on_feedback(self, group: str, msg: JointState) -> None:
+        problem = self.core.on_joint_state(group, list(msg.name), list(msg.position), time.monotonic())
+        if problem:
+            self.get_logger().warning(f"joint state refused: {problem}", throttle_duration_sec=2.0)
+
+    def _on_instruction(self, msg: String) -> None:
+        self.core.set_instruction(msg.data)
+
+    def _on_teleop_joints(self, msg: JointState) -> None:
+        if not self.core.on_teleop_joints(list(msg.name), list(msg.position), time.monotonic()):
+            self.get_logger().warning("teleop joint targets matched no commanded group by name",
+                                      throttle_duration_sec=2.0)
+
+    def _on_teleop_pose(self, group: str, msg: PoseStamped) -> None:
+        frame = msg.header.frame_id
+        if frame and frame != self.embodiment.base_frame:
+            self.get_logger().warning(f"teleop pose for {group} in frame {frame!r} refused; expected "
+                                      f"{self.embodiment.base_frame!r}", throttle_duration_sec=2.0)
+            return
+        pos, ori = msg.pose.position, msg.pose.orientation
+        self.core.on_teleop_pose(group, [pos.x, pos.y, pos.z, ori.x, ori.y, ori.z, ori.w], time.monotonic())
+
+    def _on_parameters(self, params: List[Parameter]) -> SetParametersResult:
+        # Validate everything first, then apply: a refused batch changes nothing.
+        for param in params:
+            if param.name == "control_mode":
+                problem = mode_problem(param.value)
+                if problem:
+                    return SetParametersResult(successful=False, reason=problem)
+            elif param.name == "paused" and not isinstance(param.value, bool):
+                return SetParametersResult(successful=False, reason="paused must be a bool")
+            elif param.name == "instruction" and not isinstance(param.value, str):
+                return SetParametersResult(successful=False, reason="instruction must be a string")
+        for param in params:
+            if param.name == "control_mode":
+                self.core.request_mode(param.value)
+                self.get_logger().info(f"control_mode -> {param.value}")
+            elif param.name == "paused":
+                self.core.set_paused(param.value)
+            elif param.name == "instruction":
+                self.core.set_instruction(param.value)
+        return SetParametersResult(successful=True)
+
+    # -- control loop (own thread, monotonic clock) ----------------------------------------------
+
+    def _control_loop(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now < next_tick:
+                self._stop.wait(next_tick - now)
+                continue
+            late = int((now - next_tick) / self.dt)
+            if late:  # skip the ticks we cannot make up instead of bursting commands
+                self.missed_ticks += late
+                next_tick += late * self.dt
+            next_tick += self.dt
+            try:
+                result = self.core.tick(now)
+                with self._sending:
+                    if self._stop.is_set():
+                        return
+                    self._send(result.commands)
+                self._last_tick = result
+                self.ticks += 1
+                if result.new_chunk is not None:
+                    self._publish_chunk(result.new_chunk)
+                if result.switched:
+                    self._publish_mode(result)
+            except Exception as exc:  # noqa: BLE001 - the loop must keep holding, whatever failed
+                self.get_logger().error(f"control tick failed: {exc!r}", throttle_duration_sec=1.0)
+
+    def _send(self, commands: Dict[str, GroupCommand]) -> None:
+        if not commands:
+            return
+        stamp = self.get_clock().now().to_msg()
+        if self.output == "r1pro":
+            for group, cmd in commands.items():
+                msg = JointState()
+                msg.header.stamp = stamp
+                msg.name = list(self.embodiment.groups[group].joints)
+                msg.position = cmd.position.tolist()
+                msg.velocity = cmd.speed_limit.tolist()
+                self.command_pubs[group].publish(msg)
+        else:
+            msg = JointTrajectory()
+            msg.header.stamp = stamp
+            point = JointTrajectoryPoint()
+            for group, cmd in commands.items():
+                msg.joint_names += list(self.embodiment.groups[group].joints)
+                point.positions += cmd.position.tolist()
+            point.time_from_start.nanosec = int(self.dt * 1e9)
+            msg.points = [point]
+            self.trajectory_pub.publish(msg)
+
+    def _publish_chunk(self, chunk: Chunk) -> None:
+        msg = JointTrajectory()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        groups = list(chunk.decoded.targets)
+        for group in groups:
+            msg.joint_names += list(self.embodiment.groups[group].joints)
+        for k in range(chunk.decoded.horizon):
+            point = JointTrajectoryPoint()
+            point.positions = np.concatenate([chunk.decoded.targets[g][k] for g in groups]).tolist()
+            t = k * self.dt
+            point.time_from_start.sec = int(t)
+            point.time_from_start.nanosec = int((t - int(t)) * 1e9)
+            msg.points.append(point)
+        self.chunk_pub.publish(msg)
+
+    def _publish_mode(self, result: TickResult) -> None:
+        self.mode_pub.publish(String(data=f"{result.mode} ({result.reason})"))
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        values = self.core.diagnostics(now)
+        values["ticks"] = self.ticks
+        values["missed_ticks"] = self.missed_ticks
+        status = DiagnosticStatus(name="policy_node", hardware_id=self.embodiment.name)
+        status.level = DiagnosticStatus.OK if not values["faults"] else DiagnosticStatus.WARN
+        if values["mode"] == "hold" and values["requested_mode"] != "hold" and not values["paused"]:
+            status.level = DiagnosticStatus.ERROR if "policy_missing" in values["faults"] else DiagnosticStatus.WARN
+        status.message = f"{values['mode']} ({values['reason']})"
+        status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [status]
+        self.diag_pub.publish(array)
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop the control loop, then send a hold at the measured position as the very last command."""
+        with self._sending:
+            self._stop.set()
+            commands = self.core.hold_commands(time.monotonic())
+            try:
+                self._send(commands)
+            except Exception as exc:  # noqa: BLE001 - the context may already be gone
+                self.get_logger().error(f"final hold not sent: {exc!r}")
+        self._thread.join(timeout=2.0)
+        self.core.close()
+        for ik in self.ik.values():
+            ik.close()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def main(args: Optional[List[str]] = None) -> None:
+    """Entry point: ``ros2 run pi0_ros policy_node`` / ``python -m pi0_ros.nodes.policy_node``."""
+    rclpy.init(args=args)
+    node = None
+    executor = MultiThreadedExecutor(num_threads=2)
+    try:
+        node = PolicyNode()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            # Give the final hold a moment to leave the process before the middleware goes down.
+            time.sleep(0.1)
+            node.destroy_node()
+        executor.shutdown()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
