@@ -8,29 +8,15 @@ import torch
 from pi0_ros.model.config import Pi0Config, get_pi0_config
 from pi0_ros.model.gemma import GemmaConfig, GemmaModel, RMSNorm
 from pi0_ros.model.pi0 import Pi0Inputs, Pi0Model, make_attn_mask, sinusoidal_time_embedding
+from pi0_ros.model.random_inputs import random_inputs, randomize_weights
 
 
 def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> None:
-    """Non-trivial weights (norm offsets included) so masking mistakes show up in the outputs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
+    randomize_weights(model, seed, std)
 
 
 def make_inputs(cfg: Pi0Config, batch: int = 2, seed: int = 1) -> Pi0Inputs:
-    g = torch.Generator().manual_seed(seed)
-    s = cfg.image_size
-    images = torch.rand(batch, cfg.num_cameras, 3, s, s, generator=g) * 2 - 1
-    image_masks = torch.ones(batch, cfg.num_cameras, dtype=torch.bool)
-    if batch > 1:
-        image_masks[0, 1] = False  # a missing camera in the first example
-    tokens = torch.randint(3, cfg.llm.vocab_size, (batch, cfg.max_token_len), generator=g)
-    token_masks = torch.zeros(batch, cfg.max_token_len, dtype=torch.bool)
-    for row, length in zip(range(batch), (4, 7, 5, 6), strict=False):
-        token_masks[row, :length] = True
-    state = torch.randn(batch, cfg.action_dim, generator=g)
-    return Pi0Inputs(images, image_masks, tokens, token_masks, state)
+    return random_inputs(cfg, batch, seed)
 
 
 @pytest.fixture(scope="module")

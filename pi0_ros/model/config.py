@@ -85,7 +85,7 @@ def _pi0_test() -> Pi0Config:
         num_cameras=3,
         action_dim=8,
         action_horizon=6,
-        max_token_len=10,
+        max_token_len=16,
     )
 
 
