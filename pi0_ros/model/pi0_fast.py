@@ -294,9 +294,10 @@ class Pi0FastModel(nn.Module):
 
     @staticmethod
     def _within_call_causal(write_index: torch.Tensor, length: int) -> torch.Tensor:
-        """[L, S]: query j of this call may not see slots this call writes after it (causal decode)."""
-        slots = torch.arange(length, device=write_index.device)
-        later = (slots[None, :] > write_index[:, None]) & torch.isin(slots, write_index)[None, :]
+        """[L, S]: query j may not see the slots this call writes after its own (ascending, contiguous
+        ``write_index``). Pure tensor ops, no host sync, so it can be captured in a CUDA graph."""
+        slots = torch.arange(length, device=write_index.device)[None, :]
+        later = (slots > write_index[:, None]) & (slots <= write_index[-1])
         return ~later
 
     def prefill(self, inputs: Pi0FastInputs, cache: StaticKVCache) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -368,11 +369,12 @@ class Pi0FastModel(nn.Module):
         token = torch.argmax(logits, dim=-1)
         out = [token]
         done = ~self.is_action_token(token)
+        # Slot indices live on the device up front: a fresh host->device copy per step would stall.
+        write_slots = torch.arange(prompt_slots, prompt_slots + max_new, device=device)
         for k in range(max_new - 1):
             if stop_at_non_action and (k + 1) % check_every == 0 and bool(done.all()):
                 break
-            write_index = torch.tensor([prompt_slots + k], device=device)
-            logits = step(token, num_valid + k, write_index, cache)
+            logits = step(token, num_valid + k, write_slots[k:k + 1], cache)
             token = torch.argmax(logits, dim=-1)
             out.append(token)
             done = done | ~self.is_action_token(token)
