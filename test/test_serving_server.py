@@ -20,6 +20,7 @@ from openpi_client import msgpack_numpy as openpi_codec
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
 from pi0_ros.policy_api import PolicyInputError
+from pi0_ros.serving import loader as policy_loader
 from pi0_ros.serving import server as server_module
 from pi0_ros.serving.echo_policy import EchoPolicy
 from pi0_ros.serving.server import PolicyServer, ServerConfig
@@ -416,3 +417,43 @@ def test_policy_input_error_is_the_echo_contract():
     # The trivial policy the other tests lean on really refuses what they rely on it refusing.
     with pytest.raises(PolicyInputError):
         EchoPolicy().infer({"state": np.zeros((2, 2))})
+
+
+# -- policy loading ------------------------------------------------------------------------------
+
+
+def fake_checkpoint_loader(checkpoint_dir: str, horizon: int = 2) -> EchoPolicy:
+    """Stands in for Pi0Policy.from_checkpoint: records what it was called with."""
+    policy = EchoPolicy(horizon=horizon)
+    policy.loaded_from = checkpoint_dir
+    return policy
+
+
+def not_a_policy() -> object:
+    return object()
+
+
+def test_loader_passes_checkpoint_dir_first_and_kwargs():
+    policy = policy_loader.load_policy(
+        f"{__name__}:fake_checkpoint_loader", checkpoint_dir="/ckpt/x", loader_kwargs={"horizon": 7}
+    )
+    assert policy.loaded_from == "/ckpt/x" and policy.metadata["action_horizon"] == 7
+
+
+def test_loader_without_checkpoint_calls_with_kwargs_only():
+    policy = policy_loader.load_policy("pi0_ros.serving.echo_policy:EchoPolicy", loader_kwargs={"horizon": 5})
+    assert policy.metadata["action_horizon"] == 5
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"loader": f"{__name__}:not_a_policy"}, "lacks metadata"),
+        ({"loader": f"{__name__}:fake_checkpoint_loader"}, "failed"),  # missing checkpoint_dir argument
+        ({"checkpoint_dir": "/x", "policy_type": "pi1"}, "policy_type must be one of"),
+        ({}, "checkpoint directory"),
+    ],
+)
+def test_loader_errors_are_policy_load_errors(kwargs, message):
+    with pytest.raises(policy_loader.PolicyLoadError, match=message):
+        policy_loader.load_policy(**kwargs)

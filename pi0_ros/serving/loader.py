@@ -1,9 +1,9 @@
 """Builds the policy to serve from a ``module:callable`` spec, importing it only when asked.
 
-The server must not import the model code to be testable on its own, so the checkpoint loader
-is named by a string and resolved at start-up. ``DEFAULT_CHECKPOINT_LOADER`` is what
-``pi0-serve --checkpoint DIR --policy-type pi0`` calls, as ``loader(checkpoint_dir=DIR,
-policy_type="pi0")``; any other factory can be named with ``--loader``.
+The server must not import the model code to be testable on its own, so checkpoint loaders are
+named by strings and resolved at start-up. ``pi0-serve --checkpoint DIR --policy-type T`` calls
+``CHECKPOINT_LOADERS[T](DIR, **loader_kwargs)``; ``--loader MODULE:CALLABLE`` replaces the
+factory (called with DIR first when ``--checkpoint`` is given, else with the kwargs only).
 """
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ from typing import Any, Callable, Dict, Optional
 
 from pi0_ros.policy_api import Policy
 
-# The model package's entry point: (checkpoint_dir: str, policy_type: str) -> Policy.
-DEFAULT_CHECKPOINT_LOADER = "pi0_ros.model:load_policy"
-POLICY_TYPES = ("pi0", "pi0_fast")
+# Factories (checkpoint_dir, **kwargs) -> Policy in the model package, imported only when used.
+CHECKPOINT_LOADERS = {
+    "pi0": "pi0_ros.model.policy:Pi0Policy.from_checkpoint",
+    # Not written yet by the model package when this was: resolving it fails with a clear message.
+    "pi0_fast": "pi0_ros.model.policy:Pi0FastPolicy.from_checkpoint",
+}
+POLICY_TYPES = tuple(CHECKPOINT_LOADERS)
 
 
 class PolicyLoadError(RuntimeError):
@@ -47,16 +51,25 @@ def load_policy(
     policy_type: Optional[str] = None,
     loader_kwargs: Optional[Dict[str, Any]] = None,
 ) -> Policy:
-    """Call the loader (default: the checkpoint loader) and check that it returned a Policy."""
+    """Call the loader (default: the policy type's checkpoint loader); check it returned a Policy."""
     kwargs = dict(loader_kwargs or {})
-    if checkpoint_dir is not None:
-        if policy_type not in POLICY_TYPES:
+    if loader is None:
+        if checkpoint_dir is None:
+            raise PolicyLoadError("give a checkpoint directory (with its policy type) or a loader")
+        if policy_type not in CHECKPOINT_LOADERS:
             raise PolicyLoadError(f"policy_type must be one of {POLICY_TYPES}, got {policy_type!r}")
-        kwargs.update(checkpoint_dir=checkpoint_dir, policy_type=policy_type)
-    elif loader is None:
-        raise PolicyLoadError("give a checkpoint directory (with its policy type) or a loader")
-    factory = resolve_callable(loader or DEFAULT_CHECKPOINT_LOADER)
-    policy = factory(**kwargs)
+        loader = CHECKPOINT_LOADERS[policy_type]
+        try:
+            factory = resolve_callable(loader)
+        except PolicyLoadError as exc:
+            raise PolicyLoadError(f"no loader for policy type {policy_type!r} ({exc}); name one with --loader") from exc
+    else:
+        factory = resolve_callable(loader)
+    args = () if checkpoint_dir is None else (checkpoint_dir,)
+    try:
+        policy = factory(*args, **kwargs)
+    except Exception as exc:  # a missing or broken checkpoint: one clear line, the cause chained
+        raise PolicyLoadError(f"{loader} failed for {checkpoint_dir or kwargs!r}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(policy, Policy):
         raise PolicyLoadError(f"loader returned {type(policy).__name__}, which lacks metadata/infer/reset")
     return policy

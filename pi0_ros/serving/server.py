@@ -284,11 +284,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_argument_group("policy")
     source.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory to load")
-    source.add_argument("--policy-type", choices=policy_loader.POLICY_TYPES, default="pi0")
+    source.add_argument("--policy-type", choices=policy_loader.POLICY_TYPES, default="pi0",
+                        help="which checkpoint loader reads --checkpoint (default: %(default)s)")
     source.add_argument(
         "--loader",
         metavar="MODULE:CALLABLE",
-        help=f"factory returning a Policy (default with --checkpoint: {policy_loader.DEFAULT_CHECKPOINT_LOADER})",
+        help="factory returning a Policy, called with DIR first when --checkpoint is given "
+        f"(default: per policy type, {policy_loader.CHECKPOINT_LOADERS})",
     )
     source.add_argument("--loader-kwargs", metavar="JSON", default="{}", help="keyword arguments for the loader")
     net = parser.add_argument_group("network")
@@ -334,7 +336,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             loader_kwargs,
         )
     except policy_loader.PolicyLoadError as exc:
-        logger.error("%s", exc)
+        logger.error("%s", exc, exc_info=logger.isEnabledFor(logging.DEBUG))
         return 2
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
         logger.warning("serving on %s without an API key: anyone who can reach it can drive the policy", config.host)
