@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from pi0_ros.model import action_transforms, image_transforms
+from pi0_ros.model import action_transforms, image_transforms, rtc
 from pi0_ros.model.checkpoint import Checkpoint, build_model, read_checkpoint
 from pi0_ros.model.normalization import MODES, normalize, unnormalize
 from pi0_ros.model.pi0 import Pi0Inputs, Pi0Model
@@ -208,7 +208,11 @@ class Pi0Policy:
 
     def infer(self, observation: Observation, *, seed: Optional[int] = None,
               generator: Optional[torch.Generator] = None, noise: Optional[np.ndarray] = None) -> PolicyResult:
-        """One action chunk. ``seed``/``generator`` make the noise reproducible; ``noise`` [H, A_model] fixes it."""
+        """One action chunk. ``seed``/``generator`` make the noise reproducible; ``noise`` [H, A_model] fixes it.
+
+        An optional ``observation["rtc"]`` (see ``pi0_ros.model.rtc.RTCRequest``) guides the chunk toward
+        the previous chunk's remaining actions (real-time chunking).
+        """
         t0 = time.perf_counter()
         inputs, state = self.prepare(observation)
         if generator is None and seed is not None:
@@ -222,8 +226,11 @@ class Pi0Policy:
         elif generator is not None:
             noise_t = self.model.sample_noise(1, generator, self.device)
         t1 = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.sample_actions(inputs, noise=noise_t, num_steps=self.num_steps)
+        if observation.get("rtc") is not None:  # real-time chunking: guided, eager, with grad (model/rtc.py)
+            out = rtc.infer_guided(self, inputs, state, observation["rtc"], noise_t)
+        else:
+            with torch.inference_mode():
+                out = self.model.sample_actions(inputs, noise=noise_t, num_steps=self.num_steps)
         normalized = out[0].float().cpu().numpy()
         t2 = time.perf_counter()
         actions = self.postprocess(normalized, state)
