@@ -201,6 +201,8 @@ def test_config_refuses_unknown_settings():
         RemotePolicyConfig(missing_camera="guess")
     with pytest.raises(ValueError):
         RemotePolicyConfig(backoff_initial_s=5.0, backoff_max_s=1.0)
+    with pytest.raises(ValueError):
+        RemotePolicyConfig(extra={"robot": object()})
 
 
 # -- timing, metadata, server errors ----------------------------------------------------------

@@ -78,6 +78,10 @@ class RemotePolicyConfig:
             raise ValueError("timeouts must be positive")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ValueError("need 0 < backoff_initial_s <= backoff_max_s")
+        try:
+            packb(self.extra)
+        except TypeError as exc:
+            raise ValueError(f"extra entries must be msgpack-encodable: {exc}") from exc
 
     @property
     def server_uri(self) -> str:

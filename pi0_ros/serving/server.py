@@ -2,8 +2,9 @@
 
 Usage::
 
-    # a pi0 / pi0-FAST checkpoint directory (the model is imported only now, see loader.py)
-    pi0-serve --checkpoint /data/ckpt/pi0_r1pro --policy-type pi0 --port 8000
+    # a checkpoint directory; the model code is imported only now (see loader.py), and
+    # --loader-kwargs go to its loader (Pi0Policy.from_checkpoint: device, dtype, num_steps)
+    pi0-serve --checkpoint /data/ckpt/pi0_r1pro --policy-type pi0 --loader-kwargs '{"device": "cuda"}'
     # any factory returning a Policy, with keyword arguments as JSON
     pi0-serve --loader pi0_ros.serving.echo_policy:EchoPolicy --loader-kwargs '{"horizon": 50}'
     # reachable from the robot: bind an interface explicitly and require a key
