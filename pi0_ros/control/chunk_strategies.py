@@ -47,6 +47,11 @@ def chunk_index(chunk: Chunk, now: float, dt: float) -> int:
     return max(0, int(math.floor((now - chunk.obs_time) / dt + 0.5)))
 
 
+def steps_for(seconds: float, dt: float) -> int:
+    """Control steps needed to cover ``seconds`` (ceil, tolerant of float noise such as 0.14 / 0.02)."""
+    return max(0, math.ceil(seconds / dt - 1e-6))
+
+
 def inference_request(strategy: ChunkStrategy, now: float, expected_latency_s: float) -> Dict[str, Any]:
     """Extra observation fields the strategy wants for the inference starting at ``now`` ({} for most)."""
     method = getattr(strategy, "inference_request", None)
@@ -93,7 +98,7 @@ class AsyncStrategy(ChunkStrategy):
         elapsed = chunk_index(newest, now, self.dt)
         if elapsed >= self.execute_steps:
             return True
-        lead = math.ceil(max(latency_s, 0.0) / self.dt) + self.margin_steps
+        lead = steps_for(latency_s, self.dt) + self.margin_steps
         return newest.decoded.horizon - elapsed <= lead
 
     @property
@@ -117,8 +122,7 @@ class AsyncStrategy(ChunkStrategy):
 
     def delay_steps(self, expected_latency_s: float = 0.0) -> int:
         """Estimated steps a new chunk will skip: max of recent measurements and the expected latency."""
-        expected = math.ceil(max(expected_latency_s, 0.0) / self.dt - 1e-9)
-        return max([expected, *self._delays])
+        return max([steps_for(expected_latency_s, self.dt), *self._delays])
 
     @property
     def measured_delays(self) -> List[int]:
@@ -139,14 +143,17 @@ class AsyncStrategy(ChunkStrategy):
         return covering
 
     def _note_first_use(self, covering: List[Tuple[Chunk, int]]) -> None:
+        # Identity, not ==: Chunk is a dataclass of arrays.
         used = {id(c): k for c, k in covering}
-        for chunk in list(self._fresh):
+        alive = {id(c) for c in self._chunks}
+        still_fresh = []
+        for chunk in self._fresh:
             if id(chunk) in used:
                 self._delays.append(used[id(chunk)])
                 self.started += 1
-                self._fresh.remove(chunk)
-            elif chunk not in self._chunks:
-                self._fresh.remove(chunk)  # expired before it was ever used
+            elif id(chunk) in alive:
+                still_fresh.append(chunk)  # (a chunk that expired before it was ever used is dropped)
+        self._fresh = still_fresh
 
 
 class AsyncNaiveStrategy(AsyncStrategy):
