@@ -1,0 +1,120 @@
+"""``Pi0FastPolicy``: a pi0-FAST checkpoint behind the ``pi0_ros.policy_api.Policy`` interface.
+
+Input checks and the output transforms are pi0's (``Pi0Policy``'s camera/state/prompt validation,
+unnormalization, delta dims, NaN check); in between, the state is quantile-normalized into the
+prompt, the model decodes FAST tokens greedily and the FAST tokenizer turns them into a chunk. A
+sequence that does not decode raises ``FastDecodeError`` (a PolicyOutputError: the node holds) and is
+counted in ``stats["decode_failures"]``; no guessed chunk is ever returned.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from pi0_ros.model import action_transforms
+from pi0_ros.model.fast_prompt import FastPromptBuilder
+from pi0_ros.model.fast_tokenizer import FastDecodeError
+from pi0_ros.model.normalization import normalize
+from pi0_ros.model.pi0_fast import Pi0FastInputs
+from pi0_ros.model.pi0_fast_checkpoint import FastCheckpoint, build_fast_model, read_fast_checkpoint
+from pi0_ros.model.policy import IMAGE_SLOTS, Pi0Policy, Pi0PolicyConfig
+from pi0_ros.policy_api import Observation, PolicyInputError, PolicyResult
+
+
+class Pi0FastPolicy(Pi0Policy):
+    """pi0-FAST behind the Policy protocol; shares pi0's observation checks and output transforms."""
+
+    def __init__(self, checkpoint: FastCheckpoint, device: Optional[str] = None,
+                 dtype: Optional[torch.dtype] = None):
+        # Not Pi0Policy.__init__: that builds a pi0 network. The attributes its checks use are set here.
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model_config = checkpoint.model_config
+        self.config = Pi0PolicyConfig.from_dict(checkpoint.policy_config)
+        if self.config.normalization != "quantile":
+            raise ValueError("pi0-FAST uses quantile normalization (policy.normalization must be 'quantile')")
+        self._check_fit(checkpoint)  # type: ignore[arg-type]  (same fields as pi0's checkpoint)
+        self.tokenizer = checkpoint.tokenizer
+        self.fast_tokenizer = checkpoint.fast_tokenizer
+        if (self.fast_tokenizer.action_horizon, self.fast_tokenizer.action_dim) != (
+                self.model_config.action_horizon, self.model_config.action_dim):
+            raise ValueError("FAST tokenizer chunk shape differs from the model's action horizon/dim")
+        self.builder = FastPromptBuilder(self.tokenizer, self.fast_tokenizer, self.model_config)
+        self.state_stats = checkpoint.norm_stats["state"]
+        self.action_stats = checkpoint.norm_stats["actions"]
+        self._delta_mask = np.asarray(self.config.delta_mask, dtype=bool)
+        model = build_fast_model(self.model_config, checkpoint.weights)
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        if dtype != torch.float32:
+            model.set_inference_dtype(dtype)
+        if self.device.type == "cuda":
+            model.set_attention_impl("sdpa")
+        self.model = model.to(self.device)
+        self.stats: Dict[str, int] = {"inferences": 0, "decode_failures": 0}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_dir: str, device: Optional[str] = None,  # type: ignore[override]
+                        dtype: Optional[torch.dtype] = None) -> "Pi0FastPolicy":
+        """Build from a directory written by ``pi0_fast_checkpoint``."""
+        return cls(read_fast_checkpoint(ckpt_dir), device=device, dtype=dtype)
+
+    @property
+    def metadata(self) -> Dict[str, Any]:
+        """Static facts for clients."""
+        mc = self.model_config
+        return {
+            "model_type": "pi0_fast",
+            "action_horizon": mc.action_horizon,
+            "action_dim": self.config.action_dim,
+            "state_dim": self.config.state_dim,
+            "camera_names": [n for n in self.config.camera_names if n],
+            "image_slots": {s: n for s, n in zip(IMAGE_SLOTS, self.config.camera_names, strict=False)},
+            "image_size": mc.image_size,
+            "max_token_len": mc.max_token_len,
+            "max_decoding_steps": mc.max_decoding_steps,
+            "normalization": self.config.normalization,
+            "delta_mask": list(self.config.delta_mask),
+        }
+
+    def prepare(self, observation: Observation) -> tuple[Pi0FastInputs, np.ndarray]:  # type: ignore[override]
+        """Observation -> (model inputs on the device, batch 1; the raw state)."""
+        if not isinstance(observation, dict):
+            raise PolicyInputError("observation must be a dict")
+        pixels, masks = self._images(observation.get("images"))
+        state = self._state(observation.get("state"))
+        norm_state = action_transforms.pad_to(normalize(state, self.state_stats, "quantile"),
+                                              self.model_config.action_dim)
+        tokens, mask, ar, loss = self.builder.inference_tokens(self._prompt(observation), norm_state)
+        inputs = Pi0FastInputs(
+            images=torch.from_numpy(pixels)[None], image_masks=torch.from_numpy(masks)[None],
+            tokens=torch.from_numpy(tokens)[None], token_masks=torch.from_numpy(mask)[None],
+            token_ar=torch.from_numpy(ar)[None], loss_masks=torch.from_numpy(loss)[None])
+        return inputs.to(self.device), state
+
+    def infer(self, observation: Observation) -> PolicyResult:  # type: ignore[override]
+        """One action chunk; raises PolicyInputError, or FastDecodeError for an undecodable answer."""
+        t0 = time.perf_counter()
+        inputs, state = self.prepare(observation)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            generated = self.model.generate(inputs, check_every=4 if self.device.type == "cuda" else 1)
+        ids = generated[0].cpu().tolist()
+        t2 = time.perf_counter()
+        self.stats["inferences"] += 1
+        try:
+            normalized = self.builder.decode_actions(ids)
+        except FastDecodeError:
+            self.stats["decode_failures"] += 1
+            raise
+        actions = self.postprocess(normalized, state)
+        t3 = time.perf_counter()
+        return {
+            "actions": actions,
+            "policy_timing": {"infer_ms": (t3 - t0) * 1e3, "preprocess_ms": (t1 - t0) * 1e3,
+                              "model_ms": (t2 - t1) * 1e3, "postprocess_ms": (t3 - t2) * 1e3,
+                              "generated_tokens": len(ids)},
+        }

@@ -1,0 +1,67 @@
+"""pi0-FAST policy and checkpoints: round trip, input errors, undecodable output raises and is counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pi0_ros.model.checkpoint import CheckpointError
+from pi0_ros.model.fast_synthetic import SyntheticChunkConfig, make_chunks
+from pi0_ros.model.fast_tokenizer import FastDecodeError, FastTokenizer
+from pi0_ros.model.normalization import NormStats
+from pi0_ros.model.pi0_fast import Pi0FastModel, get_pi0_fast_config
+from pi0_ros.model.pi0_fast_checkpoint import read_fast_checkpoint, save_fast_checkpoint
+from pi0_ros.model.pi0_fast_policy import Pi0FastPolicy
+from pi0_ros.model.policy import policy_config_for
+from pi0_ros.model.tokenizer import default_corpus, train_tokenizer
+from pi0_ros.policy_api import Policy, PolicyInputError
+
+CFG = get_pi0_fast_config("pi0_fast_test")
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = Pi0FastModel(CFG).eval()
+    text = train_tokenizer(default_corpus(), vocab_size=320, max_len=CFG.max_token_len)
+    chunks = make_chunks(200, SyntheticChunkConfig(horizon=10, action_dim=4, gripper_dims=(3,)), seed=0)
+    fast = FastTokenizer.fit(chunks, scale=10, vocab_size=256)
+    stats = {"state": NormStats.identity(4), "actions": NormStats.identity(3)}
+    policy = policy_config_for(["head", "", "right"], 4, 3, normalization="quantile", delta_mask=[True, True, False])
+    out = tmp_path_factory.mktemp("ckpt") / "pi0_fast"
+    save_fast_checkpoint(str(out), model, policy, stats, text, fast)
+    return str(out), model
+
+
+def test_checkpoint_round_trip(ckpt_dir):
+    path, model = ckpt_dir
+    ckpt = read_fast_checkpoint(path)
+    assert ckpt.model_config == CFG
+    for key, value in model.state_dict().items():
+        if key in ckpt.weights:
+            torch.testing.assert_close(ckpt.weights[key], value)
+    with pytest.raises(CheckpointError):
+        read_fast_checkpoint(str(path) + "_missing")
+
+
+def test_policy_interface_and_undecodable_output_is_raised_and_counted(ckpt_dir):
+    policy = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu")
+    assert isinstance(policy, Policy) and policy.metadata["model_type"] == "pi0_fast"
+    obs = {"images": {"head": np.zeros((30, 40, 3), np.uint8)}, "state": np.zeros(4), "prompt": "pick up the cube"}
+    outcomes = []
+    for seed in range(3):
+        obs["state"] = np.random.default_rng(seed).uniform(-1, 1, 4)
+        try:
+            result = policy.infer(obs)
+        except FastDecodeError:
+            outcomes.append("failed")
+            continue
+        outcomes.append("ok")  # a random model may still produce a valid chunk: it must be a checked one
+        assert result["actions"].shape == (CFG.action_horizon, 3) and np.isfinite(result["actions"]).all()
+    assert policy.stats == {"inferences": 3, "decode_failures": outcomes.count("failed")}
+    with pytest.raises(PolicyInputError):
+        policy.infer({**obs, "state": np.zeros(5)})
+    with pytest.raises(PolicyInputError):
+        policy.infer({**obs, "images": {"unknown": np.zeros((4, 4, 3), np.uint8)}})
+    assert policy.stats["inferences"] == 3
