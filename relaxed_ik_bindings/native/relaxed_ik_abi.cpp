@@ -26,6 +26,22 @@ const Opt kEmpty{nullptr, 0};
 
 Opt view(const std::vector<double>& values) { return Opt{values.data(), static_cast<int>(values.size())}; }
 
+// Shared by solve_position and the legacy solve; called directly (not through the exported
+// symbol) so another library's `solve_position` can never be interposed.
+Opt solve_position_impl(Handle* handle, const double* positions, int n_positions, const double* quaternions,
+                        int n_quaternions, const double* tolerances, int n_tolerances) noexcept {
+  if (handle == nullptr) return kEmpty;
+  try {
+    if (!handle->instance.solve_position(positions, n_positions, quaternions, n_quaternions, tolerances,
+                                         n_tolerances)) {
+      return kEmpty;
+    }
+    return view(handle->instance.solution());
+  } catch (...) {
+    return kEmpty;
+  }
+}
+
 }  // namespace
 
 RIK_EXPORT Handle* relaxed_ik_new(const char* path_to_settings) noexcept {
@@ -53,16 +69,7 @@ RIK_EXPORT void reset(Handle* handle, const double* joint_state, int length) noe
 
 RIK_EXPORT Opt solve_position(Handle* handle, const double* positions, int n_positions, const double* quaternions,
                               int n_quaternions, const double* tolerances, int n_tolerances) noexcept {
-  if (handle == nullptr) return kEmpty;
-  try {
-    if (!handle->instance.solve_position(positions, n_positions, quaternions, n_quaternions, tolerances,
-                                         n_tolerances)) {
-      return kEmpty;
-    }
-    return view(handle->instance.solution());
-  } catch (...) {
-    return kEmpty;
-  }
+  return solve_position_impl(handle, positions, n_positions, quaternions, n_quaternions, tolerances, n_tolerances);
 }
 
 RIK_EXPORT Opt solve_velocity(Handle* handle, const double* position_increments, int n_position,
@@ -92,5 +99,5 @@ RIK_EXPORT Opt get_ee_positions(Handle* handle) noexcept {
 // Legacy name of solve_position.
 RIK_EXPORT Opt solve(Handle* handle, const double* positions, int n_positions, const double* quaternions,
                      int n_quaternions, const double* tolerances, int n_tolerances) noexcept {
-  return solve_position(handle, positions, n_positions, quaternions, n_quaternions, tolerances, n_tolerances);
+  return solve_position_impl(handle, positions, n_positions, quaternions, n_quaternions, tolerances, n_tolerances);
 }
