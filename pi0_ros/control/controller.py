@@ -356,9 +356,14 @@ class ControlCore:
         decode = self.image_decoder
         embodiment, state_layout = self.embodiment, self.embodiment.state_layout
 
+        # Strategies that guide the next chunk (rtc) add fields for the observation taken now.
+        request = getattr(self.strategy, "inference_request", None)
+        extra = request(now, self.latency_s) if request is not None and policy_active else {}
+
         def build() -> Observation:
             state = build_state_vector(embodiment, state_layout, {g: measured[g] for g in state_groups}, fk)
-            return {"images": {name: decode(raw) for name, raw in images.items()}, "state": state, "prompt": prompt}
+            images_rgb = {name: decode(raw) for name, raw in images.items()}
+            return {"images": images_rgb, "state": state, "prompt": prompt, **extra}
 
         self._request_id += 1
         self.worker.submit(InferenceRequest(self._request_id, self.epoch, now, build, measured))

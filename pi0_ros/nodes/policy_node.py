@@ -100,21 +100,14 @@ PARAMETERS: Dict[str, Any] = {
 }
 
 
-def _resolve_image_decoder():
-    """The package's message -> RGB numpy converter (cv_bridge when importable), imported lazily."""
-    try:
-        from pi0_ros.nodes import ros_image
-    except ImportError as exc:
-        reason = str(exc)
+def decode_image(msg: Any) -> np.ndarray:
+    """RGB uint8 pixels of an Image or CompressedImage (the package's image_conversion, imported lazily)."""
+    from pi0_ros import image_conversion
 
-        def unavailable(_msg: Any) -> np.ndarray:
-            raise RuntimeError(f"image conversion unavailable: {reason}")
-
-        return unavailable
-    for name in ("to_rgb", "message_to_rgb", "image_msg_to_rgb", "msg_to_rgb"):
-        if hasattr(ros_image, name):
-            return getattr(ros_image, name)
-    raise RuntimeError("pi0_ros.nodes.ros_image has no message -> RGB function")
+    if isinstance(msg, CompressedImage):
+        return image_conversion.decode_compressed(msg.data)
+    return image_conversion.decode_raw_rgb(msg.data, msg.encoding, msg.width, msg.height, msg.step,
+                                           bool(msg.is_bigendian))
 
 
 class PolicyNode(Node):
@@ -136,11 +129,7 @@ class PolicyNode(Node):
                                  self.embodiment)
         action_space = p["action_space"] or self._checkpoint_action_space(policy) or "joint_position"
         layout = self.embodiment.action_layout(action_space)
-        self.ik: Dict[str, ArmIK] = {}
-        if needs_ik(layout):
-            for seg in layout.segments:
-                if seg.kind in ("ee_pose", "ee_delta"):
-                    self.ik[seg.group] = ArmIK.from_embodiment(self.embodiment, self.embodiment.groups[seg.group])
+        self.ik = self._make_ik(layout)
         watchdog = WatchdogConfig(
             joint_state_max_age_s=p["joint_state_timeout_s"],
             image_max_age_s={name: p["image_timeout_s"] or cam.max_age_s
@@ -156,7 +145,7 @@ class PolicyNode(Node):
         config = ControlConfig(control_hz=control_hz, strategy=p["chunk_strategy"], execute_steps=p["execute_steps"],
                                inference_margin_steps=p["inference_margin_steps"], safety=safety, watchdog=watchdog)
         self.core = ControlCore(self.embodiment, layout, config, policy=policy, ik=self.ik,
-                                image_decoder=_resolve_image_decoder(), requested_mode=p["control_mode"],
+                                image_decoder=decode_image, requested_mode=p["control_mode"],
                                 instruction=p["instruction"])
         self.core.set_paused(p["paused"])
         self.add_on_set_parameters_callback(self._on_parameters)
@@ -191,6 +180,21 @@ class PolicyNode(Node):
             problems.append(problem)
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _make_ik(self, layout: Any) -> Dict[str, ArmIK]:
+        """One solver per commanded arm: ee action spaces need them, teleop pose goals use them."""
+        solvers: Dict[str, ArmIK] = {}
+        for seg in layout.segments:
+            group = self.embodiment.groups[seg.group]
+            if group.kind != "arm" or group.ik_settings is None:
+                continue
+            try:
+                solvers[seg.group] = ArmIK.from_embodiment(self.embodiment, group)
+            except (ImportError, OSError, ValueError) as exc:
+                if needs_ik(layout):
+                    raise
+                self.get_logger().warning(f"no IK for {seg.group} ({exc}); teleop pose goals are ignored")
+        return solvers
 
     def _checkpoint_action_space(self, policy: Any) -> Optional[str]:
         if policy is None:

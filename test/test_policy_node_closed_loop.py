@@ -1,0 +1,272 @@
+"""The policy node in a closed loop with a small stand-in robot speaking the R1 Pro topics (rclpy, loopback).
+
+The stand-in follows each arm/gripper command with a lag, publishes joint feedback in REVERSED joint
+order at 100 Hz and JPEG images on the camera topics. The node runs in this process (real rclpy, real DDS
+on loopback) so tests can flip its inputs; every wait polls with a deadline.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CompressedImage, JointState  # noqa: E402
+
+from pi0_ros.embodiment import load_embodiment  # noqa: E402
+from pi0_ros.image_conversion import encode_compressed  # noqa: E402
+from pi0_ros.nodes.policy_node import PolicyNode  # noqa: E402
+
+pytestmark = pytest.mark.ros
+EMB = load_embodiment()
+GROUPS = ("left_arm", "left_gripper", "right_arm", "right_gripper")
+SPEED_SCALE = 0.5
+DT = 1.0 / EMB.rates.control_hz
+
+
+class StandInRobot(Node):
+    """Follows commands (first order), publishes feedback and camera JPEGs; records every command."""
+
+    def __init__(self):
+        super().__init__("stand_in_robot")
+        self.lock = threading.Lock()
+        self.q = {g: EMB.groups[g].home.copy() for g in GROUPS}
+        self.commands = {g: [] for g in GROUPS}  # (receipt time, position, velocity)
+        self.publish_joints = True
+        self.publish_images = True
+        self.nan_feedback = False
+        self.feedback = {g: self.create_publisher(JointState, EMB.groups[g].feedback_topic, 10) for g in GROUPS}
+        self.cameras = {c.name: self.create_publisher(CompressedImage, c.topic, qos_profile_sensor_data)
+                        for c in EMB.cameras.values()}
+        self.jpeg = encode_compressed(np.full((32, 32, 3), 120, np.uint8))
+        for g in GROUPS:
+            self.create_subscription(JointState, EMB.groups[g].command_topic, lambda m, g=g: self.on_command(g, m), 10)
+        self.create_timer(0.01, self.publish_feedback)
+        self.create_timer(1 / 15, self.publish_camera)
+
+    def on_command(self, group, msg):
+        with self.lock:
+            names = list(msg.name)
+            assert names == list(EMB.groups[group].joints)
+            position = np.asarray(msg.position)
+            self.commands[group].append((time.monotonic(), position, np.asarray(msg.velocity)))
+            self.q[group] = self.q[group] + 0.6 * (position - self.q[group])
+
+    def publish_feedback(self):
+        if not self.publish_joints:
+            return
+        with self.lock:
+            for g in GROUPS:
+                msg = JointState()
+                msg.header.stamp = self.get_clock().now().to_msg()
+                msg.name = list(reversed(EMB.groups[g].joints))
+                values = list(reversed(self.q[g].tolist()))
+                if self.nan_feedback and g == "right_arm":
+                    values[0] = float("nan")
+                msg.position = values
+                self.feedback[g].publish(msg)
+
+    def publish_camera(self):
+        if not self.publish_images:
+            return
+        for pub in self.cameras.values():
+            msg = CompressedImage(format="jpeg")
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.data = self.jpeg
+            pub.publish(msg)
+
+    def count(self, group):
+        with self.lock:
+            return len(self.commands[group])
+
+    def positions(self, group, start=0):
+        with self.lock:
+            return [c[1] for c in self.commands[group][start:]]
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    robot = StandInRobot()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(robot)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    yield robot, executor
+    executor.shutdown()
+    robot.destroy_node()
+    rclpy.try_shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def node_factory(ros):
+    robot, executor = ros
+    made = []
+
+    def make(**params):
+        defaults = {"control_mode": "policy", "policy_backend": "scripted", "execute_steps": 10,
+                    "speed_scale": SPEED_SCALE, "switch_ramp_s": 0.3, "diagnostics_hz": 5.0}
+        defaults.update(params)
+        node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in defaults.items()])
+        executor.add_node(node)
+        made.append(node)
+        return node
+
+    yield make
+    for node in made:
+        if not node._stop.is_set():
+            node.shutdown()
+        executor.remove_node(node)
+        time.sleep(0.05)  # let callbacks already handed to the executor finish before destruction
+        node.destroy_node()
+    robot.publish_joints, robot.publish_images, robot.nan_feedback = True, True, False
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def mode(node):
+    return node.core.diagnostics(time.monotonic())["mode"]
+
+
+def assert_steps_within_limits(robot, start):
+    for g in GROUPS:
+        positions = robot.positions(g, start[g])
+        assert len(positions) > 5
+        steps = np.abs(np.diff(np.stack(positions), axis=0))
+        limit = EMB.groups[g].velocity_limits * SPEED_SCALE * DT
+        assert np.all(steps <= limit * (1 + 1e-6)), f"{g}: step {steps.max()} above {limit.max()}"
+        assert all(np.all(np.isfinite(p)) for p in positions)
+
+
+def test_policy_reaches_target_with_feedback_in_another_name_order(ros, node_factory):
+    robot, _ = ros
+    start = {g: robot.count(g) for g in GROUPS}
+    node = node_factory()
+    target = node.core.policy.config.target.copy()
+    target[:7] = EMB.groups["left_arm"].home + np.linspace(-0.2, 0.2, 7)
+    node.core.policy.config.target = target
+    goal = target[:7]
+    wait_for(lambda: np.max(np.abs(robot.q["left_arm"] - goal)) < 0.01, timeout=20, what="left arm at target")
+    assert mode(node) == "policy"
+    assert_steps_within_limits(robot, start)
+    velocities = np.stack([c[2] for c in robot.commands["left_arm"][start["left_arm"]:]])
+    limit = EMB.groups["left_arm"].velocity_limits * SPEED_SCALE
+    assert np.all(velocities > 0) and np.all(velocities <= limit * (1 + 1e-9))
+    assert np.isclose(velocities, limit).all(axis=1).any(), node.core.diagnostics(time.monotonic())  # ramp completed
+
+
+def test_switches_watchdogs_and_final_hold(ros, node_factory):
+    robot, _ = ros
+    node = node_factory()
+    target = node.core.policy.config.target.copy()
+    target[:7] = EMB.groups["left_arm"].home + 0.5
+    node.core.policy.config.target = target
+    node.core.policy.config.max_speed = 2.0
+    wait_for(lambda: mode(node) == "policy" and node.core.chunks_received > 0, what="policy running")
+    start = {g: robot.count(g) for g in GROUPS}
+    time.sleep(0.3)  # mid-motion
+
+    result = node.set_parameters([Parameter("control_mode", value="fly")])[0]
+    assert not result.successful and "control_mode must be one of" in result.reason
+    assert node.set_parameters([Parameter("control_mode", value="teleop")])[0].successful
+    teleop = node.create_publisher(JointState, "/teleop/joint_targets", 10)
+    stop = threading.Event()
+
+    def stream():
+        while not stop.is_set():
+            teleop.publish(JointState(name=list(EMB.groups["left_arm"].joints),
+                                      position=(EMB.groups["left_arm"].home - 0.5).tolist()))
+            time.sleep(0.02)
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    wait_for(lambda: mode(node) == "teleop", what="teleop")
+    time.sleep(0.3)
+    stop.set()
+    streamer.join(timeout=2)
+    node.set_parameters([Parameter("control_mode", value="hold")])
+    wait_for(lambda: mode(node) == "hold", what="hold")
+    time.sleep(0.2)
+    node.set_parameters([Parameter("control_mode", value="policy")])
+    wait_for(lambda: mode(node) == "policy", what="policy again")
+    time.sleep(0.3)
+
+    robot.publish_images = False  # a stale camera holds, fresh images recover
+    wait_for(lambda: "image_stale" in node.core.diagnostics(time.monotonic())["reason"], what="image hold")
+    robot.publish_images = True
+    wait_for(lambda: mode(node) == "policy", what="recovery from stale images")
+    robot.publish_joints = False  # stale joint states hold
+    wait_for(lambda: "joint_state_stale" in node.core.diagnostics(time.monotonic())["reason"], what="joint hold")
+    robot.publish_joints = True
+    wait_for(lambda: mode(node) == "policy", what="recovery from stale joints")
+    robot.nan_feedback = True  # NaN in a joint state holds
+    wait_for(lambda: "joint_state_invalid" in node.core.diagnostics(time.monotonic())["reason"], what="NaN hold")
+    robot.nan_feedback = False
+    wait_for(lambda: mode(node) == "policy", what="recovery from NaN feedback")
+    node.core.policy.config.nan_output = True  # NaN in the policy output holds
+    wait_for(lambda: "policy_output" in node.core.diagnostics(time.monotonic())["faults"], what="policy NaN hold")
+    assert mode(node) == "hold"
+    node.core.policy.config.nan_output = False
+    wait_for(lambda: mode(node) == "policy", what="recovery from NaN output")
+    assert_steps_within_limits(robot, start)
+
+    counts = {g: robot.count(g) for g in GROUPS}
+    node.shutdown()
+    wait_for(lambda: all(robot.count(g) > counts[g] for g in GROUPS), timeout=2, what="final hold")
+    time.sleep(0.2)
+    final_counts = {g: robot.count(g) for g in GROUPS}
+    time.sleep(0.2)
+    assert final_counts == {g: robot.count(g) for g in GROUPS}  # nothing after the hold
+    for g in GROUPS:  # the last command is the measured position (where the robot is)
+        last = robot.positions(g)[-1]
+        assert np.max(np.abs(last - robot.q[g])) < 0.05
+
+
+def test_unreachable_teleop_pose_goal_is_held_without_crash(ros, node_factory):
+    robot, _ = ros
+    node = node_factory(control_mode="teleop")
+    arm = EMB.groups["left_arm"]
+    fk_pose = node.ik["left_arm"].forward(robot.q["left_arm"])
+    pub = node.create_publisher(PoseStamped, "/teleop/left_arm/target_pose", 10)
+
+    def send(pose):
+        msg = PoseStamped()
+        msg.header.frame_id = EMB.base_frame
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = pose[:3].tolist()
+        (msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z,
+         msg.pose.orientation.w) = pose[3:].tolist()
+        pub.publish(msg)
+
+    reachable = node.ik["left_arm"].forward(arm.home + 0.15)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and np.max(np.abs(robot.q["left_arm"] - (arm.home + 0.15))) > 0.02:
+        send(reachable)
+        time.sleep(0.02)
+    assert mode(node) == "teleop"
+    held = robot.q["left_arm"].copy()
+    far = fk_pose.copy()
+    far[0] += 3.0
+    start = robot.count("left_arm")
+    failures = node.core.diagnostics(time.monotonic())["ik_failures"]
+    for _ in range(20):
+        send(far)
+        time.sleep(0.02)
+    assert node.core.diagnostics(time.monotonic())["ik_failures"] > failures
+    positions = np.stack(robot.positions("left_arm", start))
+    assert np.all(np.isfinite(positions))
+    assert np.max(np.abs(positions - held)) < 0.05  # kept the last safe target
