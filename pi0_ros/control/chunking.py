@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -28,6 +28,7 @@ class Chunk:
     obs_time: float  # monotonic time of the observation the chunk was computed from
     ready_time: float  # monotonic time the decoded chunk reached the control loop
     request_id: int
+    inputs_received: Dict[str, float] = field(default_factory=dict)  # camera -> arrival time of its frame
 
     @property
     def latency_s(self) -> float:

@@ -366,7 +366,8 @@ class ControlCore:
             return {"images": images_rgb, "state": state, "prompt": prompt, **extra}
 
         self._request_id += 1
-        self.worker.submit(InferenceRequest(self._request_id, self.epoch, now, build, measured))
+        received = {name: timed.received for name, timed in self._images.items()}
+        self.worker.submit(InferenceRequest(self._request_id, self.epoch, now, build, measured, received))
 
     def _fk(self, group: str, q: np.ndarray) -> np.ndarray:
         if group in self.ik:

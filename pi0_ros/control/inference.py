@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, List, Mapping, Optional
 
 import numpy as np
@@ -31,6 +31,7 @@ class InferenceRequest:
     obs_time: float
     build_observation: Callable[[], Observation]  # runs in the worker (image decoding)
     start: Mapping[str, np.ndarray]  # measured joints per group at obs_time (delta actions, IK seed)
+    inputs_received: Mapping[str, float] = field(default_factory=dict)  # camera -> arrival of the frame used
 
 
 @dataclass
@@ -121,6 +122,7 @@ class InferenceWorker:
                 obs_time=request.obs_time,
                 ready_time=self.clock(),
                 request_id=request.request_id,
+                inputs_received=dict(request.inputs_received),
             )
         except PolicyInputError as exc:
             outcome.error_kind, outcome.error = "input", str(exc)

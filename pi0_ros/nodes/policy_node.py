@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -46,6 +47,7 @@ from pi0_ros.control.safety import GroupCommand, SafetyConfig, WatchdogConfig
 from pi0_ros.embodiment import Embodiment, load_embodiment
 
 OUTPUTS = ("r1pro", "joint_trajectory")
+CONTROL_LOOPS = ("thread", "timer")
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -91,6 +93,8 @@ PARAMETERS: Dict[str, Any] = {
                                     0.0, 10.0)),
     "policy_timeout_s": (2.0, _float("hold when no new chunk was computed for this long (s)", 0.1, 60.0)),
     "teleop_timeout_s": (0.5, _float("hold in teleop when no teleop target arrived for this long (s)", 0.01, 10.0)),
+    "control_loop": ("thread", _text("'thread': a dedicated thread on a monotonic clock; 'timer': an rclpy "
+                                     "timer (see BENCHMARKS.md, Policy node)")),
     "output": ("r1pro", _text(f"command output: one of {list(OUTPUTS)}")),
     "trajectory_topic": ("/joint_trajectory_controller/joint_trajectory",
                          _text("JointTrajectory topic when output is joint_trajectory")),
@@ -154,12 +158,19 @@ class PolicyNode(Node):
         self._last_tick: Optional[TickResult] = None
         self.ticks = 0
         self.missed_ticks = 0
+        self.tick_times: deque = deque(maxlen=100_000)  # monotonic send times (benchmarks read them)
+        self.camera_to_command_s: deque = deque(maxlen=10_000)  # newest frame arrival -> first command using it
         self._stop = threading.Event()
         self._sending = threading.Lock()  # the final hold must come after the last tick's commands
-        timer_group = MutuallyExclusiveCallbackGroup()
-        self.create_timer(1.0 / p["diagnostics_hz"], self._publish_diagnostics, callback_group=timer_group)
-        self._thread = threading.Thread(target=self._control_loop, name="policy_node_control", daemon=True)
-        self._thread.start()
+        self.create_timer(1.0 / p["diagnostics_hz"], self._publish_diagnostics,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self._thread: Optional[threading.Thread] = None
+        if p["control_loop"] == "thread":
+            self._thread = threading.Thread(target=self._control_loop, name="policy_node_control", daemon=True)
+            self._thread.start()
+        else:
+            self.create_timer(self.dt, lambda: self._tick(time.monotonic()),
+                              callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(
             f"policy_node: {p['policy_backend'] or 'no'} policy, action space {action_space}, {control_hz:g} Hz, "
             f"mode {p['control_mode']}, output {p['output']}, commanding {self.core.groups}"
@@ -173,6 +184,8 @@ class PolicyNode(Node):
             problems.append(f"policy_backend must be one of {list(BACKENDS)}, got {p['policy_backend']!r}")
         if p["output"] not in OUTPUTS:
             problems.append(f"output must be one of {list(OUTPUTS)}, got {p['output']!r}")
+        if p["control_loop"] not in CONTROL_LOOPS:
+            problems.append(f"control_loop must be one of {list(CONTROL_LOOPS)}, got {p['control_loop']!r}")
         if p["chunk_strategy"] not in STRATEGIES:
             problems.append(f"chunk_strategy must be one of {sorted(STRATEGIES)}, got {p['chunk_strategy']!r}")
         problem = mode_problem(p["control_mode"])
@@ -301,20 +314,28 @@ class PolicyNode(Node):
                 self.missed_ticks += late
                 next_tick += late * self.dt
             next_tick += self.dt
-            try:
-                result = self.core.tick(now)
-                with self._sending:
-                    if self._stop.is_set():
-                        return
-                    self._send(result.commands)
-                self._last_tick = result
-                self.ticks += 1
-                if result.new_chunk is not None:
-                    self._publish_chunk(result.new_chunk)
-                if result.switched:
-                    self._publish_mode(result)
-            except Exception as exc:  # noqa: BLE001 - the loop must keep holding, whatever failed
-                self.get_logger().error(f"control tick failed: {exc!r}", throttle_duration_sec=1.0)
+            self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            result = self.core.tick(now)
+            with self._sending:
+                if self._stop.is_set():
+                    return  # the final hold was sent: nothing may follow it
+                self._send(result.commands)
+                self.tick_times.append(time.monotonic())
+            self._last_tick = result
+            self.ticks += 1
+            if result.new_chunk is not None:
+                if result.new_chunk.inputs_received:
+                    self.camera_to_command_s.append(now - max(result.new_chunk.inputs_received.values()))
+                self._publish_chunk(result.new_chunk)
+            if result.switched:
+                self._publish_mode(result)
+        except Exception as exc:  # noqa: BLE001 - the loop must keep holding, whatever failed
+            self.get_logger().error(f"control tick failed: {exc!r}", throttle_duration_sec=1.0)
 
     def _send(self, commands: Dict[str, GroupCommand]) -> None:
         if not commands:
@@ -362,6 +383,8 @@ class PolicyNode(Node):
         values = self.core.diagnostics(now)
         values["ticks"] = self.ticks
         values["missed_ticks"] = self.missed_ticks
+        latest = self.camera_to_command_s[-1] if self.camera_to_command_s else float("nan")
+        values["camera_to_command_ms"] = latest * 1e3
         status = DiagnosticStatus(name="policy_node", hardware_id=self.embodiment.name)
         status.level = DiagnosticStatus.OK if not values["faults"] else DiagnosticStatus.WARN
         if values["mode"] == "hold" and values["requested_mode"] != "hold" and not values["paused"]:
@@ -384,7 +407,8 @@ class PolicyNode(Node):
                 self._send(commands)
             except Exception as exc:  # noqa: BLE001 - the context may already be gone
                 self.get_logger().error(f"final hold not sent: {exc!r}")
-        self._thread.join(timeout=2.0)
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
         self.core.close()
         for ik in self.ik.values():
             ik.close()
