@@ -52,7 +52,31 @@ inline double dead_zone(double error, double tolerance, bool* active) {
   return 0.0;
 }
 
+constexpr double kMaxLimitGradient = 2.0;
+// Null-space motion only in a solve's first iterations: it bounds the self-motion per call, so
+// trajectory tracking stays smooth; later iterations only converge.
+constexpr int kNullspaceIterations = 3;
+
 }  // namespace
+
+void ChainSolver::limit_gradient(const JointVector& q, JointVector* gradient) const {
+  // Gradient of H(q) = sum (u - l)^2 / (4 (u - q)(q - l)) (Chan & Dubey's joint-limit measure): zero
+  // mid-range, growing without bound at either limit.
+  const int n = chain_->dof();
+  for (int j = 0; j < n; ++j) {
+    const double low = lower_[j];
+    const double high = upper_[j];
+    if (!std::isfinite(low) || !std::isfinite(high) || high - low < 1e-9) {
+      (*gradient)[j] = 0.0;
+      continue;
+    }
+    const double to_high = std::max(high - q[j], 1e-6);
+    const double to_low = std::max(q[j] - low, 1e-6);
+    const double range = high - low;
+    (*gradient)[j] = std::min(range * range * (to_low - to_high) / (4.0 * to_high * to_high * to_low * to_low), 1e8);
+    (*gradient)[j] = std::max((*gradient)[j], -1e8);
+  }
+}
 
 ChainSolver::ChainSolver(const Chain* chain, const SolverOptions& options)
     : chain_(chain), options_(options) {
@@ -130,28 +154,40 @@ ChainResult ChainSolver::solve(const Goal& goal, const JointVector& seed, const 
   JointVector fixed_step(n);
   JointVector candidate(n);
   JointVector pull(n);
+  JointVector gradient(n);
+  JointVector scale(n);
   Eigen::Matrix<bool, Eigen::Dynamic, 1, Eigen::ColMajor, kMaxChainDof, 1> blocked(n);
 
   for (; iteration < max_iterations && current->cost > options_.converged_cost; ++iteration) {
     // Active set: joints whose step would cross a limit move onto it and leave the least squares.
     blocked.setConstant(false);
     fixed_step.setZero();
+    // Weighted least norm: a joint close to a limit gets a large weight, so the redundancy moves
+    // the other joints instead of driving it into the limit and getting stuck there.
+    limit_gradient(q, &gradient);
+    for (int j = 0; j < n; ++j) scale[j] = 1.0 / std::sqrt(1.0 + std::abs(gradient[j]));
     for (int pass = 0; pass <= n; ++pass) {
       Jacobian free_jacobian = current->jacobian;
       for (int j = 0; j < n; ++j) {
-        if (blocked[j]) free_jacobian.col(j).setZero();
+        free_jacobian.col(j) *= blocked[j] ? 0.0 : scale[j];
       }
       const Vector6d target = -(current->value + current->jacobian * fixed_step);
       Eigen::Matrix<double, 6, 6> normal = free_jacobian * free_jacobian.transpose();
       normal.diagonal().array() += damping;
       const Eigen::LDLT<Eigen::Matrix<double, 6, 6>> factor(normal);
-      step = free_jacobian.transpose() * factor.solve(target);
-      if (use_nullspace && options_.nullspace_gain > 0.0) {
-        pull = options_.nullspace_gain * (reference - q);
+      step = scale.cwiseProduct(free_jacobian.transpose() * factor.solve(target));
+      if (use_nullspace && iteration < kNullspaceIterations) {
+        // Secondary goals in the (weighted) null space: back toward the reference configuration
+        // and away from nearby limits.
+        pull = options_.nullspace_gain * (reference - q) -
+               options_.limit_avoidance_gain * gradient.cwiseMax(-kMaxLimitGradient).cwiseMin(kMaxLimitGradient);
         for (int j = 0; j < n; ++j) {
           if (blocked[j] || !std::isfinite(pull[j])) pull[j] = 0.0;
         }
-        step += pull - free_jacobian.transpose() * factor.solve(free_jacobian * pull);
+        const JointVector scaled_pull = pull.cwiseQuotient(scale);
+        const JointVector projected =
+            scaled_pull - free_jacobian.transpose() * factor.solve(free_jacobian * scaled_pull);
+        step += scale.cwiseProduct(projected);
       }
       step += fixed_step;
       const double largest = step.cwiseAbs().maxCoeff();

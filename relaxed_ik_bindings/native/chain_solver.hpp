@@ -37,6 +37,9 @@ struct SolverOptions {
   // Fraction of the distance to the reference configuration recovered per iteration through the
   // Jacobian's null space.
   double nullspace_gain = 0.1;
+  // Step (rad per iteration, per unit of the clamped joint-limit gradient) away from nearby
+  // limits through the null space.
+  double limit_avoidance_gain = 0.01;
 };
 
 struct ChainResult {
@@ -69,6 +72,9 @@ class ChainSolver {
   };
   void compute_residual(const Goal& goal, const Eigen::Matrix3d& goal_rotation_t, const JointVector& q,
                         bool with_jacobian, Residual* out) const;
+
+  // Gradient of the joint-limit measure at q (zero for continuous joints).
+  void limit_gradient(const JointVector& q, JointVector* gradient) const;
 
   const Chain* chain_;
   SolverOptions options_;
