@@ -16,6 +16,7 @@ import dataclasses
 import math
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -253,19 +254,24 @@ class Pi0Model(nn.Module):
     ) -> torch.Tensor:
         """Integrate the flow from noise (t = 1) to actions (t = 0): normalized padded actions [B, H, A]."""
         num_steps = num_steps or self.config.num_steps
-        device = inputs.state.device
         if noise is None:
-            noise = self.sample_noise(inputs.state.shape[0], generator, device)
+            noise = self.sample_noise(inputs.state.shape[0], generator, inputs.state.device)
         expected = (inputs.state.shape[0], self.config.action_horizon, self.config.action_dim)
         if tuple(noise.shape) != expected:
             raise ValueError(f"noise must have shape {expected}, got {tuple(noise.shape)}")
         cache = self.prefill(inputs)
-        dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=device)
+        return self.denoise(x_t=noise.to(torch.float32), cache=cache, num_steps=num_steps)
+
+    def denoise(self, x_t: torch.Tensor, cache: PrefixCache, num_steps: int) -> torch.Tensor:
+        """The Euler loop from t = 1 to t = 0 over a prefilled cache (no host-device copies inside, so
+        it can be captured in a CUDA graph)."""
+        b = x_t.shape[0]
+        dt = np.float32(-1.0 / num_steps)
         # Accumulate t in fp32 like openpi (1.0, 0.9, ...), so the evaluated times match bit for bit.
-        time = torch.tensor(1.0, dtype=torch.float32, device=device)
-        x_t = noise.to(torch.float32)
+        time = np.float32(1.0)
         for _ in range(num_steps):
-            v_t = self.denoise_step(x_t, time, cache)
-            x_t = x_t + dt * v_t
-            time = time + dt
+            t = torch.full((b,), float(time), dtype=torch.float32, device=x_t.device)
+            v_t = self.denoise_step(x_t, t, cache)
+            x_t = x_t + float(dt) * v_t
+            time = np.float32(time + dt)
         return x_t
