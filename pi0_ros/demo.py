@@ -1,0 +1,203 @@
+"""`make demo`: the simulated R1 Pro-style robot driven by the full pipeline, end to end.
+
+Starts the simulation graph of `sim.launch.py` (sim_robot + policy_node) as real processes on
+loopback-only DDS, then walks through what a user does on the robot and reports each step:
+
+1. hold      the node starts holding; the arms must not move;
+2. teleop    joint targets for the left arm and an end-effector goal for the right arm (through
+             relaxed IK) pass the safety layer; the arms converge to them;
+3. policy    the pi0 policy (cameras + joint states + instruction -> 50-step chunks) drives the robot
+             at the control rate; command rate, inference latency and the largest step are measured;
+4. hold      back to hold: the robot stops where it is.
+
+The policy is the best checkpoint available: `--checkpoint DIR`, else a small pi0 with random weights
+created on first use under `build/demo/` (it runs the real model, so its motion is small and aimless
+until a fine-tuned checkpoint is given). The head camera's first and last frames are saved next to
+the logs. Exit status 0 only if every step met its check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from pi0_ros.control.kinematics import arm_fk
+from pi0_ros.embodiment import load_embodiment
+from pi0_ros.launch_graph import GraphOptions, sim_graph
+from pi0_ros.testing.graph_process import GraphProcesses
+from pi0_ros.testing.operator import Operator
+
+DEFAULT_OUT = Path("build") / "demo"
+INSTRUCTION = "touch the red cube with the left hand"
+
+
+@dataclass
+class StepReport:
+    """One demo step's outcome, printed as a table row."""
+
+    name: str
+    ok: bool
+    details: List[str] = field(default_factory=list)
+
+
+def ensure_checkpoint(out_dir: Path, embodiment) -> Path:
+    """A small random-weight pi0 checkpoint matching the embodiment (created once, reused after)."""
+    checkpoint = out_dir / "pi0_tiny_random"
+    if (checkpoint / "config.json").is_file():
+        return checkpoint
+    from pi0_ros.model.make_checkpoint import main as make_checkpoint
+
+    layout = embodiment.action_layout("joint_delta")
+    delta_dims = ",".join(str(i) for i in np.flatnonzero(layout.delta_mask))
+    print(f"creating a small random-weight pi0 checkpoint in {checkpoint} ...", flush=True)
+    make_checkpoint(["--config", "pi0_tiny", "--out", str(checkpoint),
+                     "--state-dim", str(embodiment.state_layout.dim), "--action-dim", str(layout.dim),
+                     "--cameras", ",".join(embodiment.cameras), "--delta-dims", delta_dims,
+                     # Normalized actions of ~N(0, 1) become joint deltas of a few centiradians.
+                     "--action-std", "0.03", "--default-prompt", INSTRUCTION])
+    return checkpoint
+
+
+def max_command_step(op: Operator, group: str, t0: float) -> float:
+    """Largest change between consecutive commands of a group since t0 (rad)."""
+    names = op.embodiment.groups[group].joints
+    rows = [np.array([s.value[n] for n in names]) for s in op.since(op.commands[group], t0)
+            if all(n in s.value for n in names)]
+    if len(rows) < 2:
+        return 0.0
+    return float(np.max(np.abs(np.diff(np.stack(rows), axis=0))))
+
+
+def command_rate(op: Operator, group: str, t0: float, t1: float) -> float:
+    """Commands per second of a group between t0 and t1."""
+    count = sum(1 for s in op.since(op.commands[group], t0) if s.t <= t1)
+    return count / max(t1 - t0, 1e-9)
+
+
+def step_hold(op: Operator, seconds: float) -> StepReport:
+    """The arms stay where they are."""
+    start = {g: op.positions(g) for g in ("left_arm", "right_arm")}
+    time.sleep(seconds)
+    drift = max(float(np.max(np.abs(op.positions(g) - start[g]))) for g in start)
+    return StepReport("hold", drift < 0.01, [f"largest joint drift {drift:.4f} rad over {seconds:.0f} s"])
+
+
+def step_teleop(op: Operator, seconds: float) -> StepReport:
+    """Joint targets (left arm) and an ee goal through IK (right arm) are reached within limits."""
+    emb = op.embodiment
+    results = op.set_parameters(control_mode="teleop")
+    left_home = emb.groups["left_arm"].home
+    left_goal = left_home + np.array([0.3, -0.25, 0.2, 0.3, 0.0, 0.2, 0.0])
+    right_group = emb.groups["right_arm"]
+    fk = arm_fk(emb, right_group)
+    right_pose = fk.forward(op.positions("right_arm"))
+    right_goal = right_pose.copy()
+    right_goal[:3] += np.array([0.06, 0.05, 0.08])  # forward, inward, up: well inside the workspace
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        op.send_joint_targets({"left_arm": left_goal})
+        op.send_pose("right_arm", right_goal[:3], right_goal[3:])
+        time.sleep(0.05)
+    left_err = float(np.max(np.abs(op.positions("left_arm") - left_goal)))
+    right_err = float(np.linalg.norm(fk.forward(op.positions("right_arm"))[:3] - right_goal[:3]))
+    step = max(max_command_step(op, g, t0) for g in ("left_arm", "right_arm"))
+    limit = float(np.max(emb.groups["left_arm"].velocity_limits)) / emb.rates.control_hz
+    ok = all(r[0] for r in results) and left_err < 0.02 and right_err < 0.01 and step <= limit
+    return StepReport("teleop", ok, [
+        f"left arm joint goal: largest error {left_err:.4f} rad",
+        f"right arm ee goal (+6 cm x, +5 cm y, +8 cm z via IK): position error {100 * right_err:.2f} cm",
+        f"largest command step {step:.4f} rad (velocity limit x dt = {limit:.3f})",
+    ])
+
+
+def step_policy(op: Operator, seconds: float, instruction: str) -> StepReport:
+    """The policy drives the robot at the control rate without a step above the limit."""
+    op.send_instruction(instruction)
+    results = op.set_parameters(control_mode="policy", instruction=instruction)
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    t1 = time.monotonic()
+    rate = command_rate(op, "left_arm", t0 + 1.0, t1)  # skip the first inference's warm-up
+    step = max(max_command_step(op, g, t0) for g in ("left_arm", "right_arm"))
+    diag = op.latest(op.diagnostics)
+    status = (diag.value.get("policy_node", {}) if diag else {})
+    latency = status.get("inference_latency_ms", status.get("inference_ms", "?"))
+    mode = op.latest(op.modes)
+    limit = float(np.max(op.embodiment.groups["left_arm"].velocity_limits)) / op.embodiment.rates.control_hz
+    ok = all(r[0] for r in results) and rate > 0.8 * op.embodiment.rates.control_hz and step <= limit
+    return StepReport("policy", ok, [
+        f'instruction "{instruction}"',
+        f"command rate {rate:.1f} Hz (control_hz {op.embodiment.rates.control_hz:.0f})",
+        f"inference latency (last diagnostics) {latency} ms; mode: {mode.value if mode else '?'}",
+        f"largest command step {step:.4f} rad (velocity limit x dt = {limit:.3f})",
+    ])
+
+
+def save_frame(op: Operator, path: Path) -> Optional[Path]:
+    """Write the latest head-camera JPEG."""
+    entry = op.latest(op.images)
+    if entry is None:
+        return None
+    path.write_bytes(entry.value)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo steps; returns the exit status."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    embodiment = load_embodiment(args.embodiment)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else ensure_checkpoint(out, embodiment)
+    options = GraphOptions(embodiment=args.embodiment, control_mode="hold", policy_backend=args.backend,
+                           checkpoint=str(checkpoint), instruction=args.instruction,
+                           extra_policy_parameters={"action_space": args.action_space})
+    reports: List[StepReport] = []
+    print(f"starting the simulation graph (logs in {out / 'logs'}) ...", flush=True)
+    with GraphProcesses(sim_graph(options), log_dir=out / "logs") as graph, Operator(embodiment) as op:
+        try:
+            op.wait_for(lambda: op.positions("left_arm") is not None and op.positions("right_arm") is not None,
+                        timeout=90)
+            op.wait_for(lambda: op.param_client.service_is_ready(), timeout=120)
+            op.wait_for(lambda: op.latest(op.images), timeout=30)
+            save_frame(op, out / "head_camera_start.jpg")
+            for name, fn in (("hold", lambda: step_hold(op, 2.0)),
+                             ("teleop", lambda: step_teleop(op, args.teleop_seconds)),
+                             ("policy", lambda: step_policy(op, args.policy_seconds, args.instruction)),
+                             ("hold", lambda: (op.set_parameters(control_mode="hold"), step_hold(op, 2.0))[1])):
+                print(f"-- {name} ...", flush=True)
+                reports.append(fn())
+                graph.check_alive()
+            save_frame(op, out / "head_camera_end.jpg")
+        except (TimeoutError, RuntimeError) as exc:
+            reports.append(StepReport("graph", False, [str(exc)[:2000]]))
+    print("\npi0_ros demo: simulated R1 Pro-style robot, full pipeline")
+    for report in reports:
+        print(f"  [{'ok' if report.ok else 'FAILED'}] {report.name}")
+        for line in report.details:
+            print(f"        {line}")
+    print(f"  frames and logs: {out}")
+    return 0 if reports and all(r.ok for r in reports) else 1
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point of `make demo` / `pi0-demo`."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--embodiment", default=None, help="embodiment YAML (default: config/r1pro.yaml)")
+    parser.add_argument("--checkpoint", default=None, help="pi0 / pi0_fast checkpoint directory")
+    parser.add_argument("--backend", default="pi0", choices=("pi0", "pi0_fast", "scripted", "remote"))
+    parser.add_argument("--action-space", default="joint_delta")
+    parser.add_argument("--instruction", default=INSTRUCTION)
+    parser.add_argument("--teleop-seconds", type=float, default=6.0)
+    parser.add_argument("--policy-seconds", type=float, default=15.0)
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    sys.exit(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
