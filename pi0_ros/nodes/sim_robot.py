@@ -54,6 +54,9 @@ FEEDBACK_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 IMAGE_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 TARGET_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 WARN_THROTTLE_S = 2.0
+# A feedback tick that is late by less than this many periods is made up at once, so a loaded CPU
+# costs jitter rather than rate; later than that, the schedule restarts.
+CATCH_UP_TICKS = 5
 
 
 @dataclass
@@ -252,9 +255,9 @@ class SimRobotNode(Node):
                 self._publish(self.feedback_pubs[name], msg)
             next_tick += period
             now = time.monotonic()
-            if next_tick < now:
-                next_tick = now + period
-            self.stop_event.wait(next_tick - now)
+            if now - next_tick > CATCH_UP_TICKS * period:
+                next_tick = now  # far behind (CPU starved): restart the schedule rather than burst
+            self.stop_event.wait(max(0.0, next_tick - now))
 
     def _render_loop(self) -> None:
         # Imported here: the GL context must be created in the thread that renders.
