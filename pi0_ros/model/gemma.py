@@ -26,6 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 # Matches openpi/big_vision: the most negative bf16-representable fill, finite so no NaN appears in a
@@ -122,6 +123,7 @@ class GemmaModel(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.width) if cfg.vocab_size > 0 else None
         self.layers = nn.ModuleList([GemmaDecoderLayer(cfg) for _ in range(cfg.depth)])
         self.norm = RMSNorm(cfg.width, cfg.rms_eps)
+        self.gradient_checkpointing = False  # see joint_forward
 
     def embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids [B, L] -> embeddings [B, L, width] scaled by sqrt(width) (text tokens only)."""
@@ -265,7 +267,9 @@ def joint_forward(
     cos, sin = rope_tables(positions, ref.head_dim, ref.rope_base)
     dtype = embeds[present[0]].dtype
     mask = prepare_mask(attn_mask, ref.num_heads // ref.num_kv_heads, attn_impl, dtype)
-    for layer_idx in range(ref.depth):
+
+    def run_layer(layer_idx: int, *states: torch.Tensor):
+        hidden = dict(zip(present, states, strict=True))
         qs, ks, vs = [], [], []
         for i in present:
             layer = models[i].layers[layer_idx]
@@ -281,8 +285,6 @@ def joint_forward(
         if past_kv is not None:
             k = torch.cat([past_kv[layer_idx][0].to(k.dtype), k], dim=2)
             v = torch.cat([past_kv[layer_idx][1].to(v.dtype), v], dim=2)
-        if use_cache:
-            new_cache.append((k, v))
         out = attention(q, k, v, mask, attn_impl)  # [B, H, sum(L), D]
         out = out.transpose(1, 2).reshape(out.shape[0], -1, ref.num_heads * ref.head_dim)
         for i, chunk in zip(present, torch.split(out, lengths, dim=1), strict=True):
@@ -290,6 +292,21 @@ def joint_forward(
             h = hidden[i] + layer.self_attn.o_proj(chunk.to(hidden[i].dtype))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
             hidden[i] = h
+        return (*(hidden[i] for i in present), k, v)
+
+    # Gradient checkpointing (training only): recompute each layer in the backward pass instead of
+    # keeping its activations; switched on per model with ``GemmaModel.gradient_checkpointing``.
+    checkpointed = (torch.is_grad_enabled() and not use_cache and past_kv is None
+                    and any(models[i].gradient_checkpointing for i in present))
+    for layer_idx in range(ref.depth):
+        states = [hidden[i] for i in present]
+        if checkpointed:
+            *states, k, v = torch.utils.checkpoint.checkpoint(run_layer, layer_idx, *states, use_reentrant=False)
+        else:
+            *states, k, v = run_layer(layer_idx, *states)
+        hidden = dict(zip(present, states, strict=True))
+        if use_cache:
+            new_cache.append((k, v))
     outputs: List[Optional[torch.Tensor]] = [None] * len(embeds)
     for i in present:
         outputs[i] = models[i].norm(hidden[i])

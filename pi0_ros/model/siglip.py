@@ -12,6 +12,7 @@ import dataclasses
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -120,10 +121,12 @@ class SiglipEncoder(nn.Module):
     def __init__(self, cfg: SiglipConfig):
         super().__init__()
         self.layers = nn.ModuleList([SiglipEncoderLayer(cfg) for _ in range(cfg.depth)])
+        self.gradient_checkpointing = False  # training: recompute layers in the backward pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x)
+            x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False) if checkpointed else layer(x)
         return x
 
 
