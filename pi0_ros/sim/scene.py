@@ -85,15 +85,23 @@ def _add_environment(spec: mujoco.MjSpec, config: SimConfig) -> None:
     floor_material = spec.add_material(name="floor")
     floor_material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "floor"
     floor_material.texrepeat = (8, 8)
-    floor = spec.worldbody.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=(4.0, 4.0, 0.05),
+    floor = spec.worldbody.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=(3.0, 3.0, 0.05),
                                     material="floor")
     floor.contype, floor.conaffinity = _STATIC
-    # A plain wall far behind the table gives the head camera a background; a skybox costs ~2 ms per
-    # frame in software rendering, a single quad almost nothing.
-    wall = spec.worldbody.add_geom(name="wall", type=mujoco.mjtGeom.mjGEOM_BOX, size=(0.05, 4.0, 2.0),
-                                   pos=(3.0, 0.0, 2.0), rgba=(0.72, 0.75, 0.8, 1.0))
-    wall.contype, wall.conaffinity = 0, 0
+    # Plain room walls give every camera a background; a skybox costs ~2 ms per frame in software
+    # rendering, a few boxes almost nothing.
+    for name, pos, size in (("wall_front", (3.0, 0.0, 2.0), (0.05, 3.0, 2.0)),
+                            ("wall_back", (-3.0, 0.0, 2.0), (0.05, 3.0, 2.0)),
+                            ("wall_left", (0.0, 3.0, 2.0), (3.0, 0.05, 2.0)),
+                            ("wall_right", (0.0, -3.0, 2.0), (3.0, 0.05, 2.0))):
+        wall = spec.worldbody.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, size=size, pos=pos,
+                                       rgba=(0.72, 0.75, 0.8, 1.0))
+        wall.contype, wall.conaffinity = 0, 0
 
+    # Clip planes scale with the model extent; fix both so the wrist cameras still see fingers and
+    # objects a few centimetres away (near plane 0.005 x 2 m = 1 cm, far plane 100 m).
+    spec.stat.extent = 2.0
+    spec.visual.map.znear = 0.005
     spec.visual.headlight.ambient = (0.35, 0.35, 0.35)
     spec.visual.headlight.diffuse = (0.35, 0.35, 0.35)
     spec.visual.headlight.specular = (0.0, 0.0, 0.0)
