@@ -39,7 +39,8 @@ $(NATIVE_LIB): $(APT_STAMP) $(NATIVE_SRC)
 	cmake -S relaxed_ik_bindings/native -B build/relaxed_ik -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build build/relaxed_ik -j 2
 	@mkdir -p relaxed_ik_bindings/lib
-	cp build/relaxed_ik/librelaxed_ik_lib.so $@
+	@# replace, not overwrite: processes that have the old library mapped keep running
+	cp build/relaxed_ik/librelaxed_ik_lib.so $@.tmp && mv -f $@.tmp $@
 
 clean:
 	rm -rf build relaxed_ik_bindings/lib
