@@ -146,7 +146,7 @@ class Operator:
         raise TimeoutError(f"condition not met within {timeout:.1f} s")
 
     # --- steering ----------------------------------------------------------------------------
-    def set_parameters(self, timeout: float = 10.0, **values: Any) -> List[Tuple[bool, str]]:
+    def set_parameters(self, timeout: float = 30.0, **values: Any) -> List[Tuple[bool, str]]:
         """Set policy-node parameters; returns (successful, reason) per parameter."""
         if not self.param_client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"{self.policy_node}/set_parameters not available")
