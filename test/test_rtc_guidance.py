@@ -53,7 +53,7 @@ def model_and_cfg():
 
 
 def test_soft_mask_shape_and_regions():
-    w = rtc.soft_mask(horizon=50, delay=5, overlap_end=25)
+    w = rtc.soft_mask(horizon=50, delay=5, overlap_end=25, schedule="exp")
     assert w.shape == (50,) and w.dtype == np.float32
     np.testing.assert_array_equal(w[:5], 1.0)
     np.testing.assert_array_equal(w[25:], 0.0)
@@ -111,7 +111,8 @@ def test_large_guidance_makes_committed_prefix_follow_previous_chunk(model_and_c
     prev = torch.randn(1, HORIZON, cfg.action_dim, generator=g) * 0.8
     noise = model.sample_noise(1, torch.Generator().manual_seed(11))
     delay, overlap_end = 4, 10
-    weights = torch.from_numpy(rtc.soft_mask(HORIZON, delay, overlap_end))[None, :, None].expand(1, -1, cfg.action_dim)
+    mask = torch.from_numpy(rtc.soft_mask(HORIZON, delay, overlap_end, "exp"))
+    weights = mask[None, :, None].expand(1, -1, cfg.action_dim)
     plain = model.sample_actions(inputs, noise=noise)
     guided = rtc.sample_actions_rtc(model, inputs, noise, prev, weights, max_weight=10.0)
     err_plain = (plain[:, :delay] - prev[:, :delay]).abs().max().item()

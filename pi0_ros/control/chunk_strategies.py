@@ -254,7 +254,7 @@ class RTCStrategy(AsyncNaiveStrategy):
     name = "rtc"
 
     def __init__(self, dt: float, execute_steps: int, margin_steps: int = 2,
-                 max_guidance_weight: Optional[float] = None, schedule: str = "exp",
+                 max_guidance_weight: Optional[float] = None, schedule: Optional[str] = None,
                  delay_window: int = DEFAULT_DELAY_WINDOW):
         super().__init__(dt, execute_steps, margin_steps, delay_window)
         self.max_guidance_weight = max_guidance_weight
@@ -278,8 +278,9 @@ class RTCStrategy(AsyncNaiveStrategy):
             "prev_actions": prev.astype(np.float32),
             "delay_steps": int(self.delay_steps(expected_latency_s)),
             "execute_steps": int(self.execute_steps),
-            "schedule": self.schedule,
         }
+        if self.schedule is not None:
+            request["schedule"] = self.schedule
         if self.max_guidance_weight is not None:
             request["max_guidance_weight"] = float(self.max_guidance_weight)
         return {"rtc": request}

@@ -42,13 +42,16 @@ from pi0_ros.model import action_transforms
 from pi0_ros.model.normalization import normalize
 from pi0_ros.policy_api import PolicyInputError
 
-DEFAULT_MAX_GUIDANCE = 5.0  # the clip beta; the paper's range is about 5-10
+# Defaults chosen by bench/rtc.py (BENCHMARKS.md "Real-time chunking"): a linear decay and beta = 10
+# gave smaller boundary jumps than the paper's exponential decay and/or beta = 5 at 0-300 ms delays.
+DEFAULT_MAX_GUIDANCE = 10.0  # the clip beta
 SCHEDULES = ("exp", "linear")
+DEFAULT_SCHEDULE = "linear"
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, H, A], t 0-d) -> v [B, H, A]
 
 
-def soft_mask(horizon: int, delay: int, overlap_end: int, schedule: str = "exp") -> np.ndarray:
+def soft_mask(horizon: int, delay: int, overlap_end: int, schedule: str = DEFAULT_SCHEDULE) -> np.ndarray:
     """Per-step guidance weights W [horizon] in [0, 1].
 
     1 for i < ``delay`` (actions that execute before the new chunk can); for delay <= i < overlap_end
@@ -137,7 +140,7 @@ class RTCRequest:
     delay_steps: int
     execute_steps: int
     max_guidance_weight: float = DEFAULT_MAX_GUIDANCE
-    schedule: str = "exp"
+    schedule: str = DEFAULT_SCHEDULE
 
     @classmethod
     def parse(cls, raw: Any, action_dim: int) -> "RTCRequest":
@@ -164,7 +167,7 @@ class RTCRequest:
         beta = raw.get("max_guidance_weight", DEFAULT_MAX_GUIDANCE)
         if not isinstance(beta, (int, float, np.floating, np.integer)) or not math.isfinite(beta) or beta < 0:
             raise PolicyInputError(f"rtc max_guidance_weight must be a finite number >= 0, got {beta!r}")
-        schedule = raw.get("schedule", "exp")
+        schedule = raw.get("schedule", DEFAULT_SCHEDULE)
         if schedule not in SCHEDULES:
             raise PolicyInputError(f"rtc schedule must be one of {SCHEDULES}, got {schedule!r}")
         return cls(prev, ints["delay_steps"], ints["execute_steps"], float(beta), schedule)
