@@ -116,6 +116,10 @@ def capture(fn: Callable[[], object], warmup: int = 2):
 def run_mode(mode: str, model: Pi0Model, inputs: Pi0Inputs, noise: torch.Tensor, ref: torch.Tensor,
              args, device: torch.device) -> Dict[str, object]:
     result: Dict[str, object] = {"mode": mode}
+    # Private copies: the graph check below overwrites them, and every mode must see the reference inputs.
+    inputs = Pi0Inputs(*(t.clone() for t in (inputs.images, inputs.image_masks, inputs.tokens,
+                                              inputs.token_masks, inputs.state)))
+    noise = noise.clone()
     prefill, step = model.prefill, model.denoise_step
     if mode == "compile":
         prefill = torch.compile(model.prefill, dynamic=False, fullgraph=False)
