@@ -5,6 +5,7 @@ order at 100 Hz and JPEG images on the camera topics. The node runs in this proc
 on loopback) so tests can flip its inputs; every wait polls with a deadline.
 """
 
+import signal
 import threading
 import time
 
@@ -22,7 +23,9 @@ from sensor_msgs.msg import CompressedImage, JointState  # noqa: E402
 
 from pi0_ros.embodiment import load_embodiment  # noqa: E402
 from pi0_ros.image_conversion import encode_compressed  # noqa: E402
+from pi0_ros.launch_graph import GraphOptions, policy_node_spec  # noqa: E402
 from pi0_ros.nodes.policy_node import PolicyNode  # noqa: E402
+from pi0_ros.testing.graph_process import GraphProcesses  # noqa: E402
 
 pytestmark = pytest.mark.ros
 EMB = load_embodiment()
@@ -42,6 +45,7 @@ class StandInRobot(Node):
         self.publish_joints = True
         self.publish_images = True
         self.nan_feedback = False
+        self.follow = True  # False: a stuck robot (feedback frozen while commands continue)
         self.feedback = {g: self.create_publisher(JointState, EMB.groups[g].feedback_topic, 10) for g in GROUPS}
         self.cameras = {c.name: self.create_publisher(CompressedImage, c.topic, qos_profile_sensor_data)
                         for c in EMB.cameras.values()}
@@ -57,7 +61,8 @@ class StandInRobot(Node):
             assert names == list(EMB.groups[group].joints)
             position = np.asarray(msg.position)
             self.commands[group].append((time.monotonic(), position, np.asarray(msg.velocity)))
-            self.q[group] = self.q[group] + 0.6 * (position - self.q[group])
+            if self.follow:
+                self.q[group] = self.q[group] + 0.6 * (position - self.q[group])
 
     def publish_feedback(self):
         if not self.publish_joints:
@@ -127,7 +132,7 @@ def node_factory(ros):
         executor.remove_node(node)
         time.sleep(0.05)  # let callbacks already handed to the executor finish before destruction
         node.destroy_node()
-    robot.publish_joints, robot.publish_images, robot.nan_feedback = True, True, False
+    robot.publish_joints, robot.publish_images, robot.nan_feedback, robot.follow = True, True, False, True
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):
@@ -270,3 +275,30 @@ def test_unreachable_teleop_pose_goal_is_held_without_crash(ros, node_factory):
     positions = np.stack(robot.positions("left_arm", start))
     assert np.all(np.isfinite(positions))
     assert np.max(np.abs(positions - held)) < 0.05  # kept the last safe target
+
+
+def test_sigint_makes_the_last_command_a_hold_at_the_measured_position(ros, tmp_path):
+    """The launched node (its own process, main()) answers SIGINT with a final hold."""
+    robot, _ = ros
+    target = EMB.groups["left_arm"].home + 0.6
+    options = GraphOptions(control_mode="policy", policy_backend="scripted",
+                           extra_policy_parameters={"scripted_speed": 1.0})
+    counts = {g: robot.count(g) for g in GROUPS}
+    with robot.lock:
+        robot.q["left_arm"] = target.copy()  # the scripted policy heads home from here
+    # A stuck robot: feedback stays put while commands continue, so the policy's commands run ahead
+    # of the measured position (up to the maximum step) and a hold is easy to tell apart.
+    robot.follow = False
+    frozen = {g: robot.q[g].copy() for g in GROUPS}
+    with GraphProcesses([policy_node_spec(options)], log_dir=tmp_path) as graph:
+        node = graph.node("policy_node")
+        wait_for(lambda: robot.count("left_arm") > counts["left_arm"] + 50, timeout=30, what="commands from the node")
+        ahead = np.max(np.abs(robot.positions("left_arm")[-1] - frozen["left_arm"]))
+        assert ahead > 0.05, "the policy commands should have moved away from the measured position"
+        node.process.send_signal(signal.SIGINT)
+        assert node.process.wait(timeout=15) == 0, node.log()[-3000:]
+    time.sleep(0.3)
+    robot.follow = True
+    for g in GROUPS:
+        last = robot.positions(g)[-1]
+        np.testing.assert_allclose(last, frozen[g], atol=1e-6, err_msg=f"{g}: last command is not a hold")

@@ -18,6 +18,7 @@ Topics (names from the embodiment file unless noted)
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import deque
@@ -105,13 +106,10 @@ PARAMETERS: Dict[str, Any] = {
 
 
 def decode_image(msg: Any) -> np.ndarray:
-    """RGB uint8 pixels of an Image or CompressedImage (the package's image_conversion, imported lazily)."""
-    from pi0_ros import image_conversion
+    """RGB uint8 pixels of an Image or CompressedImage (cv_bridge when importable; imported lazily)."""
+    from pi0_ros.nodes.ros_image import msg_to_rgb
 
-    if isinstance(msg, CompressedImage):
-        return image_conversion.decode_compressed(msg.data)
-    return image_conversion.decode_raw_rgb(msg.data, msg.encoding, msg.width, msg.height, msg.step,
-                                           bool(msg.is_bigendian))
+    return msg_to_rgb(msg)
 
 
 class PolicyNode(Node):
@@ -422,9 +420,28 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _init_ros(args: Optional[List[str]]) -> None:
+    """rclpy.init without rclpy's own SIGINT handler where possible: that handler shuts the context
+    down before our code runs, and the final hold could no longer be published."""
+    try:
+        from rclpy.signals import SignalHandlerOptions
+    except ImportError:  # very old rclpy: its handler stays; the hold is then best effort
+        rclpy.init(args=args)
+        return
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(args: Optional[List[str]] = None) -> None:
-    """Entry point: ``ros2 run pi0_ros policy_node`` / ``python -m pi0_ros.nodes.policy_node``."""
-    rclpy.init(args=args)
+    """Entry point: ``ros2 run pi0_ros policy_node`` / ``python -m pi0_ros.nodes.policy_node``.
+
+    SIGINT and SIGTERM both end in the same path: stop the control loop, publish a hold, shut down.
+    """
+    _init_ros(args)
+    signal.signal(signal.SIGTERM, _interrupt)
     node = None
     executor = MultiThreadedExecutor(num_threads=2)
     try:
@@ -437,11 +454,11 @@ def main(args: Optional[List[str]] = None) -> None:
         if node is not None:
             node.shutdown()
             # Give the final hold a moment to leave the process before the middleware goes down.
-            time.sleep(0.1)
+            time.sleep(0.2)
+            executor.remove_node(node)
             node.destroy_node()
-        executor.shutdown()
-        if rclpy.ok():
-            rclpy.try_shutdown()
+        executor.shutdown(timeout_sec=1.0)
+        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":
