@@ -56,6 +56,8 @@ constexpr double kMaxLimitGradient = 2.0;
 // Null-space motion only in a solve's first iterations: it bounds the self-motion per call, so
 // trajectory tracking stays smooth; later iterations only converge.
 constexpr int kNullspaceIterations = 3;
+// Largest null-space change of any joint per iteration (rad or m).
+constexpr double kMaxNullspaceStep = 0.01;
 
 }  // namespace
 
@@ -184,10 +186,19 @@ ChainResult ChainSolver::solve(const Goal& goal, const JointVector& seed, const 
         for (int j = 0; j < n; ++j) {
           if (blocked[j] || !std::isfinite(pull[j])) pull[j] = 0.0;
         }
-        const JointVector scaled_pull = pull.cwiseQuotient(scale);
-        const JointVector projected =
-            scaled_pull - free_jacobian.transpose() * factor.solve(free_jacobian * scaled_pull);
-        step += scale.cwiseProduct(projected);
+        // Projected with the unweighted Jacobian: with the weights, a heavy joint's small pull
+        // would be amplified into large self-motion of the others.
+        Jacobian plain_jacobian = current->jacobian;
+        for (int j = 0; j < n; ++j) {
+          if (blocked[j]) plain_jacobian.col(j).setZero();
+        }
+        Eigen::Matrix<double, 6, 6> plain_normal = plain_jacobian * plain_jacobian.transpose();
+        plain_normal.diagonal().array() += damping;
+        JointVector projected =
+            pull - plain_jacobian.transpose() * plain_normal.ldlt().solve(plain_jacobian * pull);
+        const double largest_pull = projected.cwiseAbs().maxCoeff();
+        if (largest_pull > kMaxNullspaceStep) projected *= kMaxNullspaceStep / largest_pull;
+        step += projected;
       }
       step += fixed_step;
       const double largest = step.cwiseAbs().maxCoeff();
