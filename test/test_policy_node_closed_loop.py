@@ -302,3 +302,42 @@ def test_sigint_makes_the_last_command_a_hold_at_the_measured_position(ros, tmp_
     for g in GROUPS:
         last = robot.positions(g)[-1]
         np.testing.assert_allclose(last, frozen[g], atol=1e-6, err_msg=f"{g}: last command is not a hold")
+
+
+def test_joint_trajectory_output_action_chunk_and_diagnostics(ros, node_factory):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from trajectory_msgs.msg import JointTrajectory
+
+    robot, _ = ros
+    got = {"trajectory": [], "chunk": [], "diagnostics": []}
+    lock = threading.Lock()
+
+    def keep(key):
+        def callback(msg):
+            with lock:
+                got[key].append(msg)
+        return callback
+
+    subs = [robot.create_subscription(JointTrajectory, "/test_jtc/joint_trajectory", keep("trajectory"), 10),
+            robot.create_subscription(JointTrajectory, "/policy_node/action_chunk", keep("chunk"), 10),
+            robot.create_subscription(DiagnosticArray, "/diagnostics", keep("diagnostics"), 10)]
+    try:
+        start = robot.count("left_arm")
+        node = node_factory(output="joint_trajectory", trajectory_topic="/test_jtc/joint_trajectory")
+        wait_for(lambda: len(got["trajectory"]) > 20 and got["chunk"] and got["diagnostics"], what="outputs")
+        assert robot.count("left_arm") == start  # no R1 Pro topics in this output mode
+        names = [j for g in GROUPS for j in EMB.groups[g].joints]
+        with lock:
+            trajectory, chunk, diagnostics = got["trajectory"][-1], got["chunk"][-1], got["diagnostics"][-1]
+        assert list(trajectory.joint_names) == names and len(trajectory.points) == 1
+        assert len(trajectory.points[0].positions) == len(names)
+        assert list(chunk.joint_names) == names
+        assert len(chunk.points) == node.core.policy.config.horizon
+        status = diagnostics.status[0]
+        keys = {kv.key for kv in status.values}
+        for key in ("mode", "inference_latency_ms", "chunk_age_ms", "queue_depth", "ik_failures", "faults",
+                    "missed_ticks", "camera_to_command_ms"):
+            assert key in keys
+    finally:
+        for sub in subs:
+            robot.destroy_subscription(sub)

@@ -350,10 +350,14 @@ class PolicyNode(Node):
         else:
             msg = JointTrajectory()
             msg.header.stamp = stamp
-            point = JointTrajectoryPoint()
+            names: List[str] = []
+            positions: List[float] = []
             for group, cmd in commands.items():
-                msg.joint_names += list(self.embodiment.groups[group].joints)
-                point.positions += cmd.position.tolist()
+                names += self.embodiment.groups[group].joints
+                positions += cmd.position.tolist()
+            msg.joint_names = names
+            point = JointTrajectoryPoint(positions=positions)
+            # Reach the target one period from now: the controller interpolates at its own rate.
             point.time_from_start.nanosec = int(self.dt * 1e9)
             msg.points = [point]
             self.trajectory_pub.publish(msg)
@@ -362,8 +366,7 @@ class PolicyNode(Node):
         msg = JointTrajectory()
         msg.header.stamp = self.get_clock().now().to_msg()
         groups = list(chunk.decoded.targets)
-        for group in groups:
-            msg.joint_names += list(self.embodiment.groups[group].joints)
+        msg.joint_names = [j for group in groups for j in self.embodiment.groups[group].joints]
         for k in range(chunk.decoded.horizon):
             point = JointTrajectoryPoint()
             point.positions = np.concatenate([chunk.decoded.targets[g][k] for g in groups]).tolist()
@@ -428,7 +431,10 @@ def _init_ros(args: Optional[List[str]]) -> None:
     except ImportError:  # very old rclpy: its handler stays; the hold is then best effort
         rclpy.init(args=args)
         return
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except TypeError:  # an rclpy whose init() does not take the option
+        rclpy.init(args=args)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
