@@ -5,7 +5,8 @@ denoising steps) with CUDA events, a breakdown (vision, prefix LM, denoising loo
 the first-call (warm-up) time, and the bf16 error against an fp32 run of the same weights.
 
 Modes:
-  eager    bf16 weights, SDPA attention, plain PyTorch launches
+  eager    bf16 weights (norms and the velocity head fp32), fused q/k/v and gate/up matmuls, SDPA
+           attention for vision and prefix, matmul (eager) attention for the 51-token denoising steps
   graph    the same kernels captured once in CUDA graphs and replayed (static shapes and buffers)
   compile  torch.compile (Inductor, fused norms/RoPE/GeGLU) of prefill and denoise_step, then CUDA graphs
 
@@ -181,6 +182,8 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--prompt-len", type=int, default=48)
+    p.add_argument("--suffix-attn", default="eager", help="attention of the denoising steps: eager | sdpa")
+    p.add_argument("--no-fuse", action="store_true", help="keep separate q/k/v and gate/up matmuls")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     device = torch.device(args.device)
@@ -205,7 +208,9 @@ def main() -> int:
     with torch.inference_mode():
         ref = model.sample_actions(inputs, noise=noise.clone(), num_steps=args.steps)  # fp32 eager reference
     model.set_inference_dtype(torch.bfloat16 if device.type == "cuda" else torch.float32)
-    model.set_attention_impl("sdpa")
+    model.set_attention_impl("sdpa", suffix_impl=args.suffix_attn)
+    if not args.no_fuse:
+        model.fuse_projections()
     results = [header]
     for mode in args.modes.split(","):
         try:

@@ -207,3 +207,33 @@ def test_mismatched_expert_shapes_are_refused():
     bad = GemmaConfig(width=16, depth=3, mlp_dim=32, num_heads=2, num_kv_heads=1, head_dim=16)
     with pytest.raises(ValueError, match="depth"):
         Pi0Config(vision=cfg.vision, llm=cfg.llm, expert=bad)
+
+
+def test_fused_projections_give_the_same_actions_and_follow_later_loads(model_and_cfg):
+    model, cfg = model_and_cfg
+    inputs = make_inputs(cfg)
+    noise = model.sample_noise(2, torch.Generator().manual_seed(10))
+    fused = Pi0Model(cfg).eval()
+    fused.fuse_projections()
+    fused.load_state_dict(model.state_dict())  # loads write through the views into the fused tensors
+    lm_layer = fused.paligemma_with_expert.paligemma.model.language_model.layers[0]
+    assert lm_layer.self_attn.qkv_weight is not None
+    torch.testing.assert_close(lm_layer.self_attn.qkv_weight[: lm_layer.self_attn.q_size],
+                               lm_layer.self_attn.q_proj.weight, atol=0, rtol=0)
+    torch.testing.assert_close(fused.sample_actions(inputs, noise=noise), model.sample_actions(inputs, noise=noise),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_suffix_attention_impl_is_separate(model_and_cfg):
+    model, cfg = model_and_cfg
+    inputs = make_inputs(cfg)
+    noise = model.sample_noise(2, torch.Generator().manual_seed(11))
+    ref = model.sample_actions(inputs, noise=noise)
+    try:
+        model.set_attention_impl("sdpa", suffix_impl="eager")
+        assert (model.attn_impl, model.suffix_attn_impl) == ("sdpa", "eager")
+        torch.testing.assert_close(model.sample_actions(inputs, noise=noise), ref, atol=1e-4, rtol=1e-4)
+        with pytest.raises(ValueError):
+            model.set_attention_impl("sdpa", suffix_impl="flash")
+    finally:
+        model.set_attention_impl("eager")

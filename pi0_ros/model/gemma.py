@@ -88,8 +88,18 @@ class GemmaMLP(nn.Module):
         self.up_proj = nn.Linear(width, mlp_dim, bias=False)
         self.down_proj = nn.Linear(mlp_dim, width, bias=False)
 
+        self.gate_up_weight: Optional[torch.Tensor] = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+        if self.gate_up_weight is not None:
+            gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(F.gelu(gate, approximate="tanh") * up)
+
+    def fuse(self) -> None:
+        """One [gate; up] matmul instead of two (see ``fuse_linears``)."""
+        self.gate_up_weight = fuse_linears([self.gate_proj, self.up_proj])
 
 
 class GemmaAttentionProjections(nn.Module):
@@ -101,6 +111,33 @@ class GemmaAttentionProjections(nn.Module):
         self.k_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.width, bias=False)
+        self.q_size, self.kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.qkv_weight: Optional[torch.Tensor] = None
+
+    def project_qkv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, L, width] -> q [B, L, H*D], k, v [B, L, KV*D] (one matmul once fused)."""
+        if self.qkv_weight is not None:
+            return F.linear(x, self.qkv_weight).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def fuse(self) -> None:
+        """One [q; k; v] matmul instead of three (see ``fuse_linears``)."""
+        self.qkv_weight = fuse_linears([self.q_proj, self.k_proj, self.v_proj])
+
+
+def fuse_linears(linears: Sequence[nn.Linear]) -> torch.Tensor:
+    """Concatenate bias-free Linear weights along the output axis into one tensor, and make each
+    module's weight a view into it, so later in-place loads keep the fused copy in sync.
+
+    Call after any dtype/device change: ``.to()`` replaces parameters and breaks the sharing.
+    """
+    fused = torch.cat([lin.weight.detach() for lin in linears], dim=0)
+    start = 0
+    for lin in linears:
+        rows = lin.weight.shape[0]
+        lin.weight = nn.Parameter(fused[start:start + rows], requires_grad=lin.weight.requires_grad)
+        start += rows
+    return fused
 
 
 class GemmaDecoderLayer(nn.Module):
@@ -124,6 +161,12 @@ class GemmaModel(nn.Module):
         self.layers = nn.ModuleList([GemmaDecoderLayer(cfg) for _ in range(cfg.depth)])
         self.norm = RMSNorm(cfg.width, cfg.rms_eps)
         self.gradient_checkpointing = False  # see joint_forward
+
+    def fuse_projections(self) -> None:
+        """Inference speed-up: fused q/k/v and gate/up matmuls in every layer (same numbers)."""
+        for layer in self.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
 
     def embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids [B, L] -> embeddings [B, L, width] scaled by sqrt(width) (text tokens only)."""
@@ -274,9 +317,10 @@ def joint_forward(
         for i in present:
             layer = models[i].layers[layer_idx]
             x = layer.input_layernorm(hidden[i])
-            qs.append(_split_heads(layer.self_attn.q_proj(x), ref.num_heads, ref.head_dim))
-            ks.append(_split_heads(layer.self_attn.k_proj(x), ref.num_kv_heads, ref.head_dim))
-            vs.append(_split_heads(layer.self_attn.v_proj(x), ref.num_kv_heads, ref.head_dim))
+            q, k, v = layer.self_attn.project_qkv(x)
+            qs.append(_split_heads(q, ref.num_heads, ref.head_dim))
+            ks.append(_split_heads(k, ref.num_kv_heads, ref.head_dim))
+            vs.append(_split_heads(v, ref.num_kv_heads, ref.head_dim))
         q = apply_rope(torch.cat(qs, dim=2), cos, sin)
         k = apply_rope(torch.cat(ks, dim=2), cos, sin)
         v = torch.cat(vs, dim=2)

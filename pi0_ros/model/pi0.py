@@ -113,21 +113,33 @@ class Pi0Model(nn.Module):
         self.action_time_mlp_out = nn.Linear(ew, ew)
         self.action_out_proj = nn.Linear(ew, cfg.action_dim)
         self.attn_impl = "eager"
+        self.suffix_attn_impl = "eager"
 
     # ----------------------------------------------------------------------------------- dtype / impl
     def set_inference_dtype(self, dtype: torch.dtype) -> "Pi0Model":
-        """Cast the two towers to ``dtype`` (bf16 on GPU) keeping norms and the small heads in fp32."""
-        self.paligemma_with_expert.to(dtype)
-        for module in self.paligemma_with_expert.modules():
+        """Cast to ``dtype`` (bf16 on GPU) keeping norms and the velocity head (action_out_proj) in fp32."""
+        self.to(dtype)
+        for module in self.modules():
             if isinstance(module, LayerNormTypes):
                 module.float()
+        self.action_out_proj.float()
         return self
 
-    def set_attention_impl(self, impl: str) -> "Pi0Model":
-        """``eager`` (fp32 logits/softmax, exact) or ``sdpa`` (fused kernels) for every attention."""
-        if impl not in ("eager", "sdpa"):
-            raise ValueError(f"unknown attention implementation {impl!r}")
+    def fuse_projections(self) -> "Pi0Model":
+        """Fused q/k/v and gate/up matmuls in both Gemma stacks (inference; call after dtype/device moves)."""
+        for gemma in self.paligemma_with_expert.experts:
+            gemma.fuse_projections()
+        return self
+
+    def set_attention_impl(self, impl: str, suffix_impl: Optional[str] = None) -> "Pi0Model":
+        """``eager`` (fp32 logits/softmax, exact) or ``sdpa`` (fused kernels) for the vision tower and
+        the prefix; ``suffix_impl`` (default: the same) for the denoising steps, whose 51 queries leave
+        a fused kernel with too few blocks to fill a GPU, so matmul-based eager attention wins there."""
+        for name in (impl, suffix_impl or impl):
+            if name not in ("eager", "sdpa"):
+                raise ValueError(f"unknown attention implementation {name!r}")
         self.attn_impl = impl
+        self.suffix_attn_impl = suffix_impl or impl
         self.paligemma_with_expert.paligemma.model.vision_tower.set_attention_impl(impl)
         return self
 
@@ -235,7 +247,7 @@ class Pi0Model(nn.Module):
         offset = cache.pad_masks.sum(dim=1, keepdim=True)
         positions = offset + torch.cumsum(suffix_pad.to(torch.int64), dim=1) - 1
         (_, suffix_out), _ = joint_forward(self.paligemma_with_expert.experts, [None, suffix], mask, positions,
-                                           past_kv=cache.kv, attn_impl=self.attn_impl)
+                                           past_kv=cache.kv, attn_impl=self.suffix_attn_impl)
         return self._velocity(suffix_out)
 
     def sample_noise(self, batch: int, generator: Optional[torch.Generator] = None,

@@ -88,14 +88,15 @@ class Pi0Policy:
         self.state_stats = checkpoint.norm_stats["state"]
         self.action_stats = checkpoint.norm_stats["actions"]
         self._delta_mask = np.asarray(self.config.delta_mask, dtype=bool)
-        model: Pi0Model = build_model(self.model_config, checkpoint.weights)
+        model: Pi0Model = build_model(self.model_config, checkpoint.weights).to(self.device)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         if dtype != torch.float32:
             model.set_inference_dtype(dtype)
         if self.device.type == "cuda":
-            model.set_attention_impl("sdpa")
-        self.model = model.to(self.device)
+            # Fused kernels for vision and prefix; matmul attention for the 51-token denoising steps.
+            model.set_attention_impl("sdpa", suffix_impl="eager")
+        self.model = model.fuse_projections()
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir: str, device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
