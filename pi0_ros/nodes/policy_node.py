@@ -19,6 +19,7 @@ Topics (names from the embodiment file unless noted)
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -131,6 +132,7 @@ class PolicyNode(Node):
                                  self.embodiment)
         action_space = p["action_space"] or self._checkpoint_action_space(policy) or "joint_position"
         layout = self.embodiment.action_layout(action_space)
+        self._check_delta_convention(policy, layout)
         self.ik = self._make_ik(layout)
         watchdog = WatchdogConfig(
             joint_state_max_age_s=p["joint_state_timeout_s"],
@@ -206,6 +208,21 @@ class PolicyNode(Node):
                     raise
                 self.get_logger().warning(f"no IK for {seg.group} ({exc}); teleop pose goals are ignored")
         return solvers
+
+    def _check_delta_convention(self, policy: Any, layout: Any) -> None:
+        """Refuse adding the state twice: a policy that reports a ``delta_mask`` returns absolute actions."""
+        if policy is None or not layout.delta_mask.any():
+            return
+        try:
+            metadata = policy.metadata
+        except Exception:  # noqa: BLE001 - unknown (remote server down): trust the configuration
+            return
+        if isinstance(metadata, dict) and "delta_mask" in metadata:
+            raise ValueError(
+                f"action_space {layout.name!r} adds the chunk-start state to joint dims, but this policy already "
+                "converts its delta dims to absolute targets (its metadata has 'delta_mask'); use an absolute "
+                "action space such as joint_position"
+            )
 
     def _checkpoint_action_space(self, policy: Any) -> Optional[str]:
         if policy is None:
@@ -450,12 +467,16 @@ def main(args: Optional[List[str]] = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     node = None
     executor = MultiThreadedExecutor(num_threads=2)
+    exit_code = 0
     try:
         node = PolicyNode()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ValueError, KeyError) as exc:  # a configuration problem: say what, without a traceback
+        print(f"policy_node: cannot start: {exc}", file=sys.stderr)
+        exit_code = 2
     finally:
         if node is not None:
             node.shutdown()
@@ -465,6 +486,8 @@ def main(args: Optional[List[str]] = None) -> None:
             node.destroy_node()
         executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
+    if exit_code:
+        sys.exit(exit_code)
 
 
 if __name__ == "__main__":
