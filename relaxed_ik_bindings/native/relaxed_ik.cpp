@@ -2,6 +2,7 @@
 #include "relaxed_ik.hpp"
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "settings.hpp"
@@ -9,6 +10,10 @@
 
 namespace rik {
 namespace {
+
+// Restarts near the previous solution before the uniform ones, with these spreads (rad or m).
+constexpr int kLocalRestarts = 6;
+constexpr double kLocalSpread[3] = {0.05, 0.15, 0.4};
 
 bool all_finite(const double* values, int n) {
   for (int i = 0; i < n; ++i) {
@@ -147,11 +152,25 @@ void Instance::solve_all() {
     JointVector q(dof);
     const ChainResult warm_result = solver.solve(goals_[c], warm, warm, options_.max_iterations, &q);
     if (!warm_result.success) {
-      // Restarts only when the warm start failed, so tracking stays continuous; a restart's
-      // answer is taken only if it reaches the goal.
+      // Restarts only when the warm start failed, so tracking stays continuous. The first ones
+      // start near the previous solution (a neighbouring branch usually needs only a small move);
+      // among their successes the closest one wins. Then uniform seeds, first success taken.
       JointVector seed(dof);
       JointVector candidate(dof);
-      for (int attempt = 0; attempt < restarts_; ++attempt) {
+      bool found = false;
+      double best_distance = std::numeric_limits<double>::infinity();
+      for (int attempt = 0; attempt < kLocalRestarts; ++attempt) {
+        const double spread = kLocalSpread[attempt % 3];
+        for (int j = 0; j < dof; ++j) seed[j] = warm[j] + std::normal_distribution<double>(0.0, spread)(random_);
+        const ChainResult result = solver.solve(goals_[c], seed, warm, options_.restart_iterations, &candidate);
+        const double distance = (candidate - warm).cwiseAbs().maxCoeff();
+        if (result.success && distance < best_distance) {
+          q = candidate;
+          best_distance = distance;
+          found = true;
+        }
+      }
+      for (int attempt = 0; !found && attempt < restarts_; ++attempt) {
         for (int j = 0; j < dof; ++j) {
           const Joint& joint = chains_[c].joints[j];
           const double low = std::isfinite(joint.lower) ? joint.lower : warm[j] - M_PI;
@@ -161,7 +180,7 @@ void Instance::solve_all() {
         const ChainResult result = solver.solve(goals_[c], seed, warm, options_.restart_iterations, &candidate);
         if (result.success) {
           q = candidate;
-          break;
+          found = true;
         }
       }
     }
