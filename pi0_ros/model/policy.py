@@ -78,7 +78,11 @@ class Pi0Policy:
     """pi0 behind the Policy protocol: ``infer``, ``metadata``, ``reset``."""
 
     def __init__(self, checkpoint: Checkpoint, device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
-                 num_steps: Optional[int] = None):
+                 num_steps: Optional[int] = None, cpu_threads: Optional[int] = None):
+        """``cpu_threads`` sets torch's (process-wide) intra-op threads; 1 is fastest for the small
+        configs on a busy 2-core machine (bench/pi0_cpu.py)."""
+        if cpu_threads is not None:
+            torch.set_num_threads(int(cpu_threads))
         self.device = torch.device(device or _default_device())
         self.model_config = checkpoint.model_config
         self.config = Pi0PolicyConfig.from_dict(checkpoint.policy_config)
@@ -100,9 +104,10 @@ class Pi0Policy:
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir: str, device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
-                        num_steps: Optional[int] = None) -> "Pi0Policy":
+                        num_steps: Optional[int] = None, cpu_threads: Optional[int] = None) -> "Pi0Policy":
         """Build from a directory written by ``checkpoint.save_checkpoint`` / ``make_checkpoint``."""
-        return cls(read_checkpoint(ckpt_dir), device=device, dtype=dtype, num_steps=num_steps)
+        return cls(read_checkpoint(ckpt_dir), device=device, dtype=dtype, num_steps=num_steps,
+                   cpu_threads=cpu_threads)
 
     def _check_fit(self, ckpt: Checkpoint) -> None:
         cfg, mc = self.config, self.model_config
