@@ -79,6 +79,13 @@ def sim_robot_spec(options: GraphOptions) -> NodeSpec:
                     {"embodiment": options.embodiment_path()})
 
 
+def recorder_spec(options: GraphOptions, root: str, parameters: Optional[Dict[str, Any]] = None) -> NodeSpec:
+    """The demonstration recorder, reading the same embodiment file as the policy node."""
+    params: Dict[str, Any] = {"embodiment": options.embodiment_path(), "root": root}
+    params.update(parameters or {})
+    return NodeSpec("recorder", "pi0_ros.nodes.recorder", "recorder", (), params)
+
+
 def sim_graph(options: Optional[GraphOptions] = None, with_policy: bool = True) -> List[NodeSpec]:
     """Simulated robot plus (optionally) the policy node: what `sim.launch.py` starts."""
     options = options or GraphOptions()

@@ -1,0 +1,143 @@
+"""A scripted expert for the simulator's touch tasks: "touch the red cube with the left hand".
+
+ROS-free planning. A task names an object and an arm; the plan is a timed path of end-effector poses
+(``x y z qx qy qz qw`` of the arm's ``ee_link`` in the embodiment's base frame) that brings the
+gripper's grasp point (``scene.task.grasp_point`` in the ee frame, where the simulator measures touches)
+above the object, down onto it, holds, and retreats. The orientation stays the one the arm has at the
+start (the home orientation reaches the whole table region best). The driver (``pi0-collect``) streams
+the path as teleop pose goals to the policy node, so a demonstration goes through the real IK, safety
+layer and controller topics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from relaxed_ik_bindings.transforms import quat_xyzw_to_matrix
+
+HANDS = {"left_arm": "left hand", "right_arm": "right hand"}
+
+
+@dataclass(frozen=True)
+class TouchTask:
+    """Which object to touch with which arm, and how the instruction says it."""
+
+    object: str
+    arm: str
+
+    @property
+    def instruction(self) -> str:
+        """The language instruction recorded as the episode's task."""
+        return f"touch the {self.object} cube with the {HANDS.get(self.arm, self.arm)}"
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Path shape and pace."""
+
+    approach_height_m: float = 0.10  # above the touch point before descending
+    touch_offset_m: Sequence[float] = (0.0, 0.0, 0.015)  # aim above the object centre: the fingers come down on it
+    move_speed_m_s: float = 0.12  # free-space motion
+    descend_speed_m_s: float = 0.05
+    dwell_s: float = 0.6  # at the touch point
+    min_segment_s: float = 0.5
+
+
+def choose_task(task_state: Mapping, rng: np.random.Generator, arms: Sequence[str] = tuple(HANDS)) -> TouchTask:
+    """A random object; the arm on the object's side of the robot (left for y >= 0), which reaches it best."""
+    objects = sorted(task_state["objects"])
+    name = objects[int(rng.integers(len(objects)))]
+    y = task_state["objects"][name]["position"][1]
+    preferred = "left_arm" if y >= 0 else "right_arm"
+    arm = preferred if preferred in arms else arms[0]
+    return TouchTask(object=name, arm=arm)
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    """Reach ``pose`` at ``time`` seconds after the path starts."""
+
+    time: float
+    pose: np.ndarray
+
+
+class PosePath:
+    """Piecewise-linear positions through timed waypoints; one fixed orientation."""
+
+    def __init__(self, waypoints: Sequence[Waypoint], phases: Optional[Dict[str, float]] = None):
+        if len(waypoints) < 2:
+            raise ValueError("a path needs at least two waypoints")
+        self.waypoints = list(waypoints)
+        self.times = np.array([w.time for w in waypoints])
+        if np.any(np.diff(self.times) <= 0):
+            raise ValueError("waypoint times must increase")
+        self.positions = np.stack([w.pose[:3] for w in waypoints])
+        self.orientation = np.asarray(waypoints[0].pose[3:], dtype=np.float64)
+        self.phases = dict(phases or {})  # phase name -> start time
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first to the last waypoint."""
+        return float(self.times[-1])
+
+    def pose(self, t: float) -> np.ndarray:
+        """The pose at time ``t`` (clamped to the path)."""
+        t = float(np.clip(t, self.times[0], self.times[-1]))
+        position = np.array([np.interp(t, self.times, self.positions[:, i]) for i in range(3)])
+        return np.concatenate([position, self.orientation])
+
+    def phase(self, t: float) -> str:
+        """Name of the phase at time ``t``."""
+        current = ""
+        for name, start in sorted(self.phases.items(), key=lambda item: item[1]):
+            if t >= start:
+                current = name
+        return current
+
+
+def ee_target_for_grasp_point(grasp_point_target: np.ndarray, orientation_xyzw: np.ndarray,
+                              grasp_offset: Sequence[float]) -> np.ndarray:
+    """Where the ee link must be so that its grasp point lands on ``grasp_point_target``."""
+    rotation = quat_xyzw_to_matrix(np.asarray(orientation_xyzw, dtype=np.float64))
+    return np.asarray(grasp_point_target, dtype=np.float64) - rotation @ np.asarray(grasp_offset, dtype=np.float64)
+
+
+def plan_touch(start_pose: np.ndarray, object_position: Sequence[float], grasp_offset: Sequence[float],
+               config: Optional[ExpertConfig] = None) -> PosePath:
+    """Approach above the object, descend onto it, dwell, retreat above it, from ``start_pose``."""
+    config = config or ExpertConfig()
+    start_pose = np.asarray(start_pose, dtype=np.float64)
+    orientation = start_pose[3:]
+    touch = ee_target_for_grasp_point(np.asarray(object_position) + np.asarray(config.touch_offset_m),
+                                      orientation, grasp_offset)
+    above = touch + np.array([0.0, 0.0, config.approach_height_m])
+
+    def travel(a: np.ndarray, b: np.ndarray, speed: float) -> float:
+        return max(config.min_segment_s, float(np.linalg.norm(b - a)) / speed)
+
+    t_above = travel(start_pose[:3], above, config.move_speed_m_s)
+    t_touch = t_above + travel(above, touch, config.descend_speed_m_s)
+    t_leave = t_touch + config.dwell_s
+    t_retreat = t_leave + travel(touch, above, config.descend_speed_m_s)
+    points = [(0.0, start_pose[:3]), (t_above, above), (t_touch, touch), (t_leave, touch), (t_retreat, above)]
+    waypoints = [Waypoint(t, np.concatenate([p, orientation])) for t, p in points]
+    phases = {"approach": 0.0, "descend": t_above, "touch": t_touch, "retreat": t_leave}
+    return PosePath(waypoints, phases)
+
+
+def touched(task_state: Mapping, task: TouchTask) -> bool:
+    """True when the simulator reports the task's object within touch distance of the task's arm."""
+    return task.object in task_state.get("touched", {}).get(task.arm, [])
+
+
+def check_reachable(path: PosePath, ik, start_joints: np.ndarray, samples: int = 40) -> List[float]:
+    """Times along ``path`` where ``ik`` (an :class:`~pi0_ros.control.kinematics.ArmIK`) finds no solution."""
+    ik.reset(np.asarray(start_joints, dtype=np.float64))
+    failures = []
+    for t in np.linspace(0.0, path.duration, samples):
+        if ik.solve_pose(path.pose(t)) is None:
+            failures.append(float(t))
+    return failures
