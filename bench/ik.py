@@ -3,12 +3,14 @@
 Measures, on the same targets for both solvers:
   * random targets: FK of random in-limit joint vectors, each solved from a random start
     (``reset`` to a random configuration first);
-  * trajectory tracking: a smooth 50 Hz joint-space trajectory mapped to ee poses by FK, tracked
-    call after call (warm start from the previous solution);
+  * trajectory tracking: smooth 50 Hz joint-space trajectories (sinusoids around the starting
+    config, inside the limits, <= 40 % of the velocity limits) mapped to ee poses by FK, tracked
+    call after call (warm start from the previous solution; ikpy from its previous answer);
   * memory: RSS growth over many tracking calls (``--calls``).
 Success = position error <= 1 mm, rotation error <= 0.01 rad, joints within limits.
 
-    .venv/bin/python bench/ik.py [--targets 1000] [--trajectory 500] [--calls 1000000] [--json out.json]
+    .venv/bin/python bench/ik.py [--targets 1000] [--trajectory 500] [--trajectories 1] [--calls 1000000]
+                                 [--json out.json]
 """
 
 from __future__ import annotations
@@ -91,19 +93,21 @@ def bench_ours(ik: RelaxedIK, starts, targets, trajectory_poses, trajectory_star
     out["random"] = {"success": ok / len(targets), **summary_us(times),
                      "check_agrees_with_bench": float(np.mean(iterations_ok))}
 
-    ik.reset(trajectory_start)
-    times, ok, steps, over = [], 0, [], 0
-    previous = trajectory_start
-    for position, quaternion in trajectory_poses:
-        t0 = time.perf_counter_ns()
-        q = ik.solve_position(position, quaternion, zero)
-        times.append(time.perf_counter_ns() - t0)
-        ok += success(ik, q, position, quaternion)
-        step = np.abs(q - previous)
-        steps.append(step.max())
-        over += bool(np.any(step > chain.velocity_limits * DT))
-        previous = q
-    out["trajectory"] = {"success": ok / len(trajectory_poses), **summary_us(times),
+    times, ok, steps, over, total = [], 0, [], 0, 0
+    for poses, start in zip(trajectory_poses, trajectory_start, strict=True):
+        ik.reset(start)
+        previous = start
+        for position, quaternion in poses:
+            t0 = time.perf_counter_ns()
+            q = ik.solve_position(position, quaternion, zero)
+            times.append(time.perf_counter_ns() - t0)
+            ok += success(ik, q, position, quaternion)
+            step = np.abs(q - previous)
+            steps.append(step.max())
+            over += bool(np.any(step > chain.velocity_limits * DT))
+            previous = q
+            total += 1
+    out["trajectory"] = {"poses": total, "success": ok / total, **summary_us(times),
                          "max_joint_step_rad": float(max(steps)), "steps_over_velocity_limit": over,
                          "velocity_limit_x_dt_min_rad": float((chain.velocity_limits * DT).min())}
     return out
@@ -184,16 +188,18 @@ def bench_ikpy(ik: RelaxedIK, starts, targets, trajectory_poses, trajectory_star
         times.append(dt_ns)
         ok += success(ik, q, position, quaternion)
     out["random"] = {"success": ok / len(targets), **summary_us(times)}
-    times, ok, steps, over = [], 0, [], 0
-    previous = trajectory_start
-    for position, quaternion in trajectory_poses:
-        q, dt_ns = solve(position, quaternion, previous)
-        times.append(dt_ns)
-        ok += success(ik, q, position, quaternion)
-        steps.append(np.abs(q - previous).max())
-        over += bool(np.any(np.abs(q - previous) > velocity_dt))
-        previous = q
-    out["trajectory"] = {"success": ok / len(trajectory_poses), **summary_us(times),
+    times, ok, steps, over, total = [], 0, [], 0, 0
+    for poses, start in zip(trajectory_poses, trajectory_start, strict=True):
+        previous = start
+        for position, quaternion in poses:
+            q, dt_ns = solve(position, quaternion, previous)
+            times.append(dt_ns)
+            ok += success(ik, q, position, quaternion)
+            steps.append(np.abs(q - previous).max())
+            over += bool(np.any(np.abs(q - previous) > velocity_dt))
+            previous = q
+            total += 1
+    out["trajectory"] = {"poses": total, "success": ok / total, **summary_us(times),
                          "max_joint_step_rad": float(max(steps)), "steps_over_velocity_limit": over}
     return out
 
@@ -220,7 +226,8 @@ def main() -> None:
     parser.add_argument("--settings", type=Path, default=DEFAULT_SETTINGS)
     parser.add_argument("--lib", type=Path, default=None, help="library (default: $RELAXED_IK_LIB, then bundled)")
     parser.add_argument("--targets", type=int, default=1000)
-    parser.add_argument("--trajectory", type=int, default=500)
+    parser.add_argument("--trajectory", type=int, default=500, help="poses per trajectory")
+    parser.add_argument("--trajectories", type=int, default=1, help="number of different trajectories")
     parser.add_argument("--calls", type=int, default=1_000_000, help="calls for the memory test (0 skips it)")
     parser.add_argument("--no-ikpy", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -238,18 +245,18 @@ def main() -> None:
         starts = rng.uniform(chain.lower, chain.upper, size=(args.targets, chain.dof))
         goal_configs = rng.uniform(chain.lower, chain.upper, size=(args.targets, chain.dof))
         targets = [ik.forward_kinematics(q) for q in goal_configs]
-        trajectory_q = make_trajectory(ik, args.trajectory, rng)
-        trajectory_poses = [ik.forward_kinematics(q) for q in trajectory_q]
-        trajectory_start = trajectory_q[0]
+        trajectories_q = [make_trajectory(ik, args.trajectory, rng) for _ in range(args.trajectories)]
+        trajectory_poses = [[ik.forward_kinematics(q) for q in tq] for tq in trajectories_q]
+        trajectory_start = [tq[0] for tq in trajectories_q]
 
         result["relaxed_ik"] = bench_ours(ik, starts, targets, trajectory_poses, trajectory_start)
-        result["relaxed_ik"].update(bench_unchecked_and_raw(ik, trajectory_poses, trajectory_start))
+        result["relaxed_ik"].update(bench_unchecked_and_raw(ik, trajectory_poses[0], trajectory_start[0]))
         print(json.dumps({"relaxed_ik": result["relaxed_ik"]}, indent=1), flush=True)
         if not args.no_ikpy:
             result["ikpy"] = bench_ikpy(ik, starts, targets, trajectory_poses, trajectory_start)
             print(json.dumps({"ikpy": result["ikpy"]}, indent=1), flush=True)
         if args.calls > 0:
-            result["memory"] = bench_memory(ik, trajectory_poses, args.calls)
+            result["memory"] = bench_memory(ik, trajectory_poses[0], args.calls)
             print(json.dumps({"memory": result["memory"]}, indent=1), flush=True)
     result["load_after"] = os.getloadavg()
     if args.json:
