@@ -80,8 +80,9 @@ def command_rate(op: Operator, group: str, t0: float, t1: float) -> float:
     return count / max(t1 - t0, 1e-9)
 
 
-def step_hold(op: Operator, seconds: float) -> StepReport:
-    """The arms stay where they are."""
+def step_hold(op: Operator, seconds: float, settle_s: float = 0.0) -> StepReport:
+    """After `settle_s` to brake, the arms stay where they are."""
+    time.sleep(settle_s)
     start = {g: op.positions(g) for g in ("left_arm", "right_arm")}
     time.sleep(seconds)
     drift = max(float(np.max(np.abs(op.positions(g) - start[g]))) for g in start)
@@ -139,6 +140,14 @@ def step_policy(op: Operator, seconds: float, instruction: str) -> StepReport:
     ])
 
 
+def step_back_to_hold(op: Operator) -> StepReport:
+    """Switching to hold brakes within limits and then keeps the arms still."""
+    results = op.set_parameters(control_mode="hold")
+    report = step_hold(op, 2.0, settle_s=1.0)
+    report.ok = report.ok and all(r[0] for r in results)
+    return report
+
+
 def save_frame(op: Operator, path: Path) -> Optional[Path]:
     """Write the latest head-camera JPEG."""
     entry = op.latest(op.images)
@@ -166,12 +175,13 @@ def run(args: argparse.Namespace) -> int:
             op.wait_for(lambda: op.param_client.service_is_ready(), timeout=120)
             op.wait_for(lambda: op.latest(op.images), timeout=30)
             save_frame(op, out / "head_camera_start.jpg")
-            for name, fn in (("hold", lambda: step_hold(op, 2.0)),
-                             ("teleop", lambda: step_teleop(op, args.teleop_seconds)),
-                             ("policy", lambda: step_policy(op, args.policy_seconds, args.instruction)),
-                             ("hold", lambda: (op.set_parameters(control_mode="hold"), step_hold(op, 2.0))[1])):
+            steps = (("hold", lambda: step_hold(op, 2.0)),
+                     ("teleop", lambda: step_teleop(op, args.teleop_seconds)),
+                     ("policy", lambda: step_policy(op, args.policy_seconds, args.instruction)),
+                     ("hold", lambda: step_back_to_hold(op)))
+            for name, step in steps:
                 print(f"-- {name} ...", flush=True)
-                reports.append(fn())
+                reports.append(step())
                 graph.check_alive()
             save_frame(op, out / "head_camera_end.jpg")
         except (TimeoutError, RuntimeError) as exc:
@@ -191,7 +201,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--embodiment", default=None, help="embodiment YAML (default: config/r1pro.yaml)")
     parser.add_argument("--checkpoint", default=None, help="pi0 / pi0_fast checkpoint directory")
     parser.add_argument("--backend", default="pi0", choices=("pi0", "pi0_fast", "scripted", "remote"))
-    parser.add_argument("--action-space", default="joint_delta")
+    parser.add_argument("--action-space", default="joint_position",
+                        help="the layout the node decodes; pi0 checkpoints return absolute joints (deltas added back)")
     parser.add_argument("--instruction", default=INSTRUCTION)
     parser.add_argument("--teleop-seconds", type=float, default=6.0)
     parser.add_argument("--policy-seconds", type=float, default=15.0)
