@@ -61,6 +61,11 @@ setup(
             "policy_node = pi0_ros.nodes.policy_node:main",
             "pi0-serve = pi0_ros.serving.server:main",
             "pi0-demo = pi0_ros.demo:main",
+            "pi0-train = pi0_ros.training.cli:main",
+            "pi0-eval = pi0_ros.training.evaluate:main",
+            "recorder = pi0_ros.nodes.recorder:main",
+            "pi0-collect = pi0_ros.tools.collect:main",
+            "pi0-import-bag = pi0_ros.data.bag_import:main",
         ],
     },
 )

@@ -111,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code (2: bad data or arguments)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from pi0_ros.training.trainer import Trainer, TrainConfig
+    from pi0_ros.training.trainer import TrainConfig, Trainer
 
     try:
         if args.resume:

@@ -20,8 +20,11 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
 
 
 def save_curves(history: List[Mapping[str, float]], out_dir: str) -> Dict[str, str]:
-    """Write loss.png and lr.png; returns their paths."""
-    import matplotlib
+    """Write loss.png and lr.png; returns their paths (none where matplotlib is not installed)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return {}
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -48,8 +48,14 @@ from pi0_ros.model.pi0_fast_checkpoint import save_fast_checkpoint
 from pi0_ros.model.policy import Pi0PolicyConfig
 from pi0_ros.training import model_setup
 from pi0_ros.training.chunks import chunk_index
-from pi0_ros.training.dataset import DatasetError, EpisodeArrays, EpisodeDataset, Expectations, open_dataset, \
-    validate_dataset
+from pi0_ros.training.dataset import (
+    DatasetError,
+    EpisodeArrays,
+    EpisodeDataset,
+    Expectations,
+    open_dataset,
+    validate_dataset,
+)
 from pi0_ros.training.report import format_summary, save_curves
 from pi0_ros.training.samples import FastSampleBuilder, Pi0SampleBuilder, fast_training_chunks
 from pi0_ros.training.stats import compute_norm_stats
@@ -120,6 +126,8 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------ distributed
 @dataclasses.dataclass
 class DistInfo:
+    """This process's place in the run."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -249,7 +257,8 @@ class Trainer:
                 raise ValueError(f"{ckpt_dir}: no {STATE_FORMAT} training state")
             saved_cfg = TrainConfig.from_dict(state["config"])
             # What may change on resume: where to write, how long to go, how to show it.
-            self.cfg = cfg = dataclasses.replace(saved_cfg, out=cfg.out or saved_cfg.out, steps=cfg.steps or saved_cfg.steps,
+            self.cfg = cfg = dataclasses.replace(saved_cfg, out=cfg.out or saved_cfg.out,
+                                                 steps=cfg.steps or saved_cfg.steps,
                                                  stop_after=cfg.stop_after, progress=cfg.progress,
                                                  num_workers=cfg.num_workers, device=cfg.device)
             self.bundle = model_setup.load(ckpt_dir)
@@ -330,7 +339,8 @@ class Trainer:
             self.builder = Pi0SampleBuilder(model_cfg, policy, stats, self.bundle.tokenizer)
             prompt_check = self.builder.tokenizer.tokenize
         else:
-            self.builder = FastSampleBuilder(model_cfg, policy, stats, self.bundle.tokenizer, self.bundle.fast_tokenizer)
+            self.builder = FastSampleBuilder(model_cfg, policy, stats, self.bundle.tokenizer,
+                                             self.bundle.fast_tokenizer)
             prompt_check = self.builder.prompt_fits
         problems = []
         for task in sorted({ep.task for ep in self.episodes}):
@@ -369,7 +379,9 @@ class Trainer:
                 self.engine = _fully_shard(self.loss_module)
             else:
                 ids = [info.device.index] if info.device.type == "cuda" else None
-                self.engine = nn.parallel.DistributedDataParallel(self.loss_module, device_ids=ids)
+                # pi0 never uses the LM's last-layer output (only its K/V), so some parameters get no grad.
+                self.engine = nn.parallel.DistributedDataParallel(self.loss_module, device_ids=ids,
+                                                                  find_unused_parameters=cfg.model == "pi0")
         self.ema = model_setup.EMA(model, cfg.ema_decay) if cfg.ema_decay else None
         if self.ema is not None and state is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
@@ -622,14 +634,16 @@ def resolve_checkpoint(path: str) -> str:
 
 # ------------------------------------------------------------------------------------------ FSDP
 def _fully_shard(module: LossModule) -> nn.Module:
-    """FSDP2: every decoder/encoder layer its own unit, then the root (full model, many GPUs)."""
+    """FSDP2 units: every SigLIP layer, every Gemma MLP (about 3/4 of a Gemma layer's weights), then the
+    root. Whole Gemma layers cannot be units: ``joint_forward`` calls their submodules, never their
+    ``forward``, so FSDP's unshard hook would not run."""
     from torch.distributed.fsdp import fully_shard
 
-    from pi0_ros.model.gemma import GemmaDecoderLayer
+    from pi0_ros.model.gemma import GemmaMLP
     from pi0_ros.model.siglip import SiglipEncoderLayer
 
     for sub in module.modules():
-        if isinstance(sub, (GemmaDecoderLayer, SiglipEncoderLayer)):
+        if isinstance(sub, (GemmaMLP, SiglipEncoderLayer)):
             fully_shard(sub)
     fully_shard(module)
     return module
