@@ -27,6 +27,7 @@ first d guided actions are from the previous chunk's.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -124,7 +125,7 @@ class AnalyticFlowPolicy:
 class Pi0TinyPolicy:
     """The real Pi0Policy (pi0_tiny, random weights) with a fixed camera image; state = joints."""
 
-    def __init__(self, dims: int = 4, seed: int = 0):
+    def __init__(self, dims: int = 4, seed: int = 0, device: str = "cpu"):
         from pi0_ros.model.checkpoint import Checkpoint, weights_for_saving
         from pi0_ros.model.config import get_pi0_config
         from pi0_ros.model.pi0 import Pi0Model
@@ -139,7 +140,7 @@ class Pi0TinyPolicy:
                  "actions": NormStats(mean=np.zeros(dims), std=np.full(dims, 0.1))}
         ckpt = Checkpoint(cfg, policy_config_for(["head", "", ""], dims, dims), weights_for_saving(model), stats,
                           tokenizer)
-        self.policy = Pi0Policy(ckpt, device="cpu")
+        self.policy = Pi0Policy(ckpt, device=device)
         self.image = np.random.default_rng(seed).integers(0, 255, (224, 224, 3), dtype=np.uint8)
         self.dims = dims
 
@@ -169,9 +170,14 @@ def run_loop(policy: Any, strategy_name: str, delay_s: float, duration_s: float,
     latency_est, chunks = 0.0, 0
     prefix_errors: List[float] = []
     infer_s: List[float] = []
+    gaps: List[float] = []
+    shadow = None  # the strategy as it would be without the newest chunk (for the switch gap)
     for tick in range(int(round(duration_s / DT))):
         now = tick * DT
         if pending is not None and pending.ready_time <= now + 1e-9:
+            shadow = copy.deepcopy(strategy)
+            if hasattr(shadow, "_limit"):  # sync: the old chunk would have continued past execute_steps
+                shadow.execute_steps = 10**9
             strategy.add(pending)
             chunks += 1
             measured = now - pending.obs_time
@@ -179,6 +185,9 @@ def run_loop(policy: Any, strategy_name: str, delay_s: float, duration_s: float,
             pending = None
         started = strategy.started
         targets = strategy.next_targets(now)
+        without = shadow.next_targets(now) if shadow is not None else None
+        if strategy.started != started and targets is not None and without is not None:
+            gaps.append(float(np.abs(targets["arm"] - without["arm"]).max()))
         if targets is None:
             if first_tick is not None:
                 missed += 1  # the robot holds
@@ -201,11 +210,11 @@ def run_loop(policy: Any, strategy_name: str, delay_s: float, duration_s: float,
                     prefix_errors.append(float(np.abs(actions[:d] - request["prev_actions"][:d]).max()))
             pending = Chunk(actions=actions, decoded=DecodedChunk(targets={"arm": actions}), obs_time=now,
                             ready_time=now + delay_s, request_id=chunks)
-    return summarize(np.asarray(commands), np.asarray(boundary), first_tick, missed, prefix_errors, infer_s)
+    return summarize(np.asarray(commands), np.asarray(boundary), first_tick, missed, prefix_errors, infer_s, gaps)
 
 
 def summarize(commands: np.ndarray, boundary: np.ndarray, first_tick: Optional[int], missed: int,
-              prefix_errors: List[float], infer_s: List[float]) -> Dict[str, Any]:
+              prefix_errors: List[float], infer_s: List[float], gaps: List[float]) -> Dict[str, Any]:
     """Jump metrics from the command stream (ticks after the first chunk's first tick)."""
     start = (first_tick or 0) + 2  # the first chunk's jump from the initial pose is start-up, not a boundary
     step = np.abs(np.diff(commands, axis=0)).max(axis=1)  # step[i]: tick i -> i + 1
@@ -223,6 +232,9 @@ def summarize(commands: np.ndarray, boundary: np.ndarray, first_tick: Optional[i
     return {
         "missed_ticks": missed,
         "boundaries": int(is_boundary.sum()),
+        "switch_gap_max": float(max(gaps)) if gaps else float("nan"),
+        "switch_gap_p90": float(np.percentile(gaps, 90)) if gaps else float("nan"),
+        "switch_gap_median": float(np.median(gaps)) if gaps else float("nan"),
         "boundary_pos_jump_max": float(b_pos.max()) if b_pos.size else float("nan"),
         "boundary_pos_jump_median": float(np.median(b_pos)) if b_pos.size else float("nan"),
         "boundary_pos_jump_p90": float(np.percentile(b_pos, 90)) if b_pos.size else float("nan"),
@@ -249,12 +261,66 @@ def combine(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
-def make_policy(name: str, seed: int) -> Any:
+def make_policy(name: str, seed: int, device: str = "cpu") -> Any:
     if name == "analytic":
         return AnalyticFlowPolicy(seed=seed)
     if name == "pi0_tiny":
-        return Pi0TinyPolicy(seed=seed)
+        return Pi0TinyPolicy(seed=seed, device=device)
     raise ValueError(f"unknown policy {name!r}")
+
+
+def time_guidance(config: str, device: str, repeats: int = 20) -> int:
+    """Median wall time of ``sample_actions`` vs ``rtc.sample_actions_rtc`` (random weights, bf16 on GPU)."""
+    from pi0_ros.model.config import get_pi0_config
+    from pi0_ros.model.pi0 import Pi0Inputs, Pi0Model
+
+    cfg = get_pi0_config(config)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Pi0Model(cfg).eval()
+    if device.startswith("cuda"):
+        model.set_inference_dtype(torch.bfloat16).set_attention_impl("sdpa")
+    s = cfg.image_size
+    cams = cfg.num_cameras
+    inputs = Pi0Inputs(torch.rand(1, cams, 3, s, s) * 2 - 1, torch.ones(1, cams, dtype=torch.bool),
+                       torch.randint(3, 200, (1, cfg.max_token_len)), torch.arange(cfg.max_token_len)[None] < 20,
+                       torch.randn(1, cfg.action_dim)).to(device)
+    h, a = cfg.action_horizon, cfg.action_dim
+    target = torch.randn(1, h, a, device=device)
+    weights = torch.from_numpy(rtc.soft_mask(h, 5, h - 25))[None, :, None].expand(1, h, a).to(device)
+
+    def timed(fn) -> List[float]:
+        out = []
+        for _ in range(repeats + 3):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            out.append((time.perf_counter() - t0) * 1e3)
+        return out[3:]  # warm-up dropped
+
+    def plain() -> None:
+        with torch.inference_mode():
+            model.sample_actions(inputs, noise=torch.randn(1, h, a, device=device))
+
+    def guided() -> None:
+        rtc.sample_actions_rtc(model, inputs, torch.randn(1, h, a, device=device), target, weights)
+
+    def prefill() -> None:
+        with torch.inference_mode():
+            model.prefill(inputs)
+
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
+    print(f"# {config} random weights on {device} ({name}), torch {torch.__version__}, {repeats} runs, eager")
+    print("| what | median ms | min ms |")
+    print("|---|---|---|")
+    for label, fn in (("prefix only (prefill)", prefill), ("plain sample_actions (10 steps)", plain),
+                      ("rtc sample_actions_rtc (10 steps + VJP)", guided)):
+        ms = timed(fn)
+        print(f"| {label} | {np.median(ms):.1f} | {min(ms):.1f} |", flush=True)
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -266,28 +332,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-guidance", type=float, default=None, help="rtc beta (default: the policy's)")
     parser.add_argument("--schedule", default=None, choices=rtc.SCHEDULES, help="rtc soft-mask decay (default: rtc's)")
+    parser.add_argument("--device", default="cpu", help="pi0_tiny's device (cuda on the GPU machine)")
+    parser.add_argument("--timing", default=None, metavar="CONFIG",
+                        help="instead: time plain vs RTC-guided sampling of a random-weight pi0 CONFIG")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.timing:
+        return time_guidance(args.timing, args.device)
     delays = [float(x) / 1e3 for x in args.delays_ms.split(",")]
     names = [n for n in args.strategies.split(",") if n]
     results = []
     print(f"# policy {args.policy}, {args.duration:g} s x {args.seeds} seeds at {1 / DT:g} Hz, H={HORIZON}, "
           f"execute_steps={EXECUTE_STEPS}, margin={MARGIN_STEPS}; {platform.node()} torch {torch.__version__}")
-    header = ("| delay ms | strategy | missed ticks | boundaries | pos jump max / p90 / median (rad) | "
+    header = ("| delay ms | strategy | missed ticks | boundaries | switch gap max / p90 / median (rad) | "
+              "pos jump max / p90 / median (rad) | "
               "vel jump max / median (rad/s) | other ticks: pos step / vel change max | rtc prefix err max | "
               "infer ms |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for delay in delays:
         for name in names:
-            runs = [run_loop(make_policy(args.policy, seed), name, delay, args.duration, args.max_guidance,
+            runs = [run_loop(make_policy(args.policy, seed, args.device), name, delay, args.duration, args.max_guidance,
                              args.schedule)
                     for seed in range(args.seeds)]
             m = combine(runs)
             results.append({"policy": args.policy, "delay_ms": delay * 1e3, "strategy": name, **m})
             print(f"| {delay * 1e3:.0f} | {name} | {m['missed_ticks']} | {m['boundaries']} | "
+                  f"{m['switch_gap_max']:.4f} / {m['switch_gap_p90']:.4f} / {m['switch_gap_median']:.4f} | "
                   f"{m['boundary_pos_jump_max']:.4f} / {m['boundary_pos_jump_p90']:.4f} / "
                   f"{m['boundary_pos_jump_median']:.4f} | "
                   f"{m['boundary_vel_jump_max']:.2f} / {m['boundary_vel_jump_median']:.2f} | "
