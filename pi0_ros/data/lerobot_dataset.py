@@ -485,7 +485,7 @@ def repair(root: Path, spec: DatasetSpec) -> RecoveryReport:
             or info.get("total_tasks") != len(tasks) or (records and not (root / STATS_PATH).exists())):
         vectors = _load_vectors(root, records, [STATE_KEY, ACTION_KEY])
         write_summary(root, spec, records, [s for _, _, s in committed], vectors, len(tasks))
-        report.rewrote_meta = True
+        report.rewrote_meta = info is not None or bool(records)  # a new dataset's first info.json is no repair
     return report
 
 
