@@ -370,3 +370,19 @@ def test_server_killed_mid_request_then_restarted(tmp_path):
             for process in processes:
                 process.kill()
                 process.wait(TIMEOUT_S)
+
+
+def test_rtc_request_is_forwarded_only_when_configured(minimal_server):
+    prev = np.zeros((20, 3), np.float32)
+    observation = {**_observation(), "rtc": {"prev_actions": prev, "delay_steps": 4, "execute_steps": 25}}
+    with RemotePolicy(RemotePolicyConfig(port=minimal_server.port)) as policy:
+        policy.infer(observation)
+    assert "rtc" not in minimal_server.received[-1]
+    with RemotePolicy(RemotePolicyConfig(port=minimal_server.port, rtc_key="rtc")) as policy:
+        policy.infer(observation)
+        sent = minimal_server.received[-1]["rtc"]
+        np.testing.assert_array_equal(sent["prev_actions"], prev)
+        assert sent["delay_steps"] == 4 and sent["execute_steps"] == 25
+        bad = {**observation, "rtc": {"prev_actions": np.full((2, 3), np.nan, np.float32)}}
+        with pytest.raises(PolicyInputError, match="rtc"):
+            policy.infer(bad)

@@ -34,7 +34,7 @@ def _local(options: BackendOptions, embodiment: Embodiment) -> Policy:
 def _remote(options: BackendOptions, embodiment: Embodiment) -> Policy:
     from pi0_ros.serving.remote_policy import RemotePolicy, RemotePolicyConfig
 
-    return RemotePolicy(RemotePolicyConfig(uri=options.server_uri or None))
+    return RemotePolicy(RemotePolicyConfig(uri=options.server_uri or None, rtc_key="rtc"))
 
 
 def _scripted(options: BackendOptions, embodiment: Embodiment) -> Policy:

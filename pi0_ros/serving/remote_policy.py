@@ -59,6 +59,9 @@ class RemotePolicyConfig:
     state_key: str = "state"
     prompt_key: Optional[str] = "prompt"
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)  # constant entries added to each request
+    # Forward observation["rtc"] (real-time chunking request) under this key; None drops it. Only pi0_ros
+    # servers act on it; openpi servers ignore unknown keys.
+    rtc_key: Optional[str] = None
     actions_key: str = "actions"
     connect_timeout_s: float = 5.0
     reply_timeout_s: float = 10.0
@@ -293,7 +296,22 @@ class RemotePolicy:
             if not isinstance(observation["prompt"], str):
                 raise PolicyInputError("'prompt' must be a string")
             request[config.prompt_key] = observation["prompt"]
+        if config.rtc_key is not None and observation.get("rtc") is not None:
+            request[config.rtc_key] = self._checked_rtc(observation["rtc"])
         return request
+
+    @staticmethod
+    def _checked_rtc(rtc: Any) -> Dict[str, Any]:
+        if not isinstance(rtc, dict):
+            raise PolicyInputError("'rtc' must be a dict")
+        checked: Dict[str, Any] = {}
+        for key, value in rtc.items():
+            if isinstance(value, np.ndarray):
+                if value.dtype.kind not in "iuf" or not np.isfinite(value).all():
+                    raise PolicyInputError(f"rtc[{key!r}] must be a finite numeric array")
+                value = np.ascontiguousarray(value)
+            checked[str(key)] = value
+        return checked
 
     def _map_images(self, images: Dict[str, Any]) -> Dict[str, np.ndarray]:
         mapping = self.config.camera_keys or {name: name for name in images}
