@@ -1,0 +1,153 @@
+"""``pi0-eval``: closed-loop evaluation in the simulator through the whole ROS graph.
+
+Starts ``launch_graph.sim_graph`` (simulated robot + policy node with IK and the safety layer) as real
+processes, then for every held-out seed: resets the simulator to the seed, lets the policy act, and
+watches ``/sim_robot/task_state`` until the task is solved or the episode times out. Reports the
+success rate, time to success and the policy node's safety events (faults in ``/diagnostics``), as
+JSON and a short text summary. Run it inside the loopback-only namespace::
+
+    tools/loopback_only.sh pi0-eval --checkpoint runs/tiny/last --backend pi0 \\
+        --instruction "touch the red cube" --seeds 1000-1019 --out eval.json
+
+Success criterion (``--success``): ``touched`` (any arm touched any object, the default),
+``touched:<object>`` (that object), or ``distance:<object>:<metres>`` (a grasp point within the
+distance). Held-out seeds: training demonstrations should use seeds outside the evaluation range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+
+def parse_seeds(text: str) -> List[int]:
+    """'1000-1004,2000' -> [1000, 1001, 1002, 1003, 1004, 2000]."""
+    seeds: List[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, _, hi = part.partition("-")
+        seeds.extend(range(int(lo), int(hi or lo) + 1))
+    return seeds
+
+
+def success_check(spec: str) -> Callable[[Dict[str, Any]], bool]:
+    """A predicate on the task-state JSON from a ``--success`` string."""
+    kind, _, rest = spec.partition(":")
+    if kind == "touched":
+        target = rest or None
+        return lambda s: any((target is None and objs) or (target in objs) for objs in s.get("touched", {}).values())
+    if kind == "distance":
+        obj, _, limit = rest.partition(":")
+        threshold = float(limit)
+        return lambda s: any(d.get(obj, float("inf")) <= threshold for d in s.get("distances", {}).values())
+    raise ValueError(f"unknown success criterion {spec!r} (touched[:object] | distance:object:metres)")
+
+
+def summarize(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Success rate, time to success (successful episodes), safety events."""
+    n = len(episodes)
+    ok = [e for e in episodes if e["success"]]
+    times = [e["time_to_success_s"] for e in ok]
+    return {
+        "episodes": n, "successes": len(ok), "success_rate": len(ok) / n if n else float("nan"),
+        "time_to_success_s_median": statistics.median(times) if times else None,
+        "time_to_success_s_mean": statistics.fmean(times) if times else None,
+        "safety_events": sum(len(e["faults"]) for e in episodes),
+        "episodes_with_safety_events": sum(1 for e in episodes if e["faults"]),
+        "reset_failures": sum(1 for e in episodes if not e["reset_ok"]),
+    }
+
+
+def format_text(summary: Dict[str, Any], label: str) -> str:
+    """Short human-readable summary."""
+    med = summary["time_to_success_s_median"]
+    return (f"{label}: {summary['successes']}/{summary['episodes']} successes "
+            f"({100 * summary['success_rate']:.0f} %), median time to success "
+            f"{'-' if med is None else f'{med:.1f} s'}, {summary['safety_events']} safety event(s) in "
+            f"{summary['episodes_with_safety_events']} episode(s), {summary['reset_failures']} reset failure(s)")
+
+
+def run_episodes(driver, seeds: Sequence[int], solved: Callable[[Dict[str, Any]], bool], timeout: float,
+                 log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Reset to each seed, then wait (bounded) for success."""
+    results = []
+    for seed in seeds:
+        reset_ok = driver.reset(seed)
+        t0 = time.monotonic()
+        state = driver.wait_for(solved, timeout) if reset_ok else None
+        elapsed = time.monotonic() - t0
+        result = {"seed": seed, "reset_ok": reset_ok, "success": state is not None,
+                  "time_to_success_s": elapsed if state is not None else None, "faults": driver.faults_since_reset()}
+        results.append(result)
+        log(f"seed {seed}: {'success' if result['success'] else 'failure'} after {elapsed:.1f} s"
+            + (f", faults {result['faults']}" if result["faults"] else ""))
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(prog="pi0-eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="checkpoint directory (pi0 / pi0_fast backends)")
+    p.add_argument("--backend", default="pi0", help="pi0 | pi0_fast | scripted | remote")
+    p.add_argument("--server-uri", default=None)
+    p.add_argument("--instruction", required=True)
+    p.add_argument("--action-space", default=None, help="embodiment action space the policy outputs")
+    p.add_argument("--seeds", default="1000-1019", help="held-out simulator seeds, e.g. 1000-1019")
+    p.add_argument("--episode-timeout", type=float, default=30.0, help="seconds per episode")
+    p.add_argument("--success", default="touched")
+    p.add_argument("--startup-timeout", type=float, default=120.0)
+    p.add_argument("--sim-params", default=None)
+    p.add_argument("--out", default=None, help="JSON results file")
+    p.add_argument("--label", default=None, help="name in the summary (default: the checkpoint)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    from pi0_ros.launch_graph import GraphOptions, sim_graph
+    from pi0_ros.testing.graph_process import GraphProcesses
+
+    if os.environ.get("ROS_LOCALHOST_ONLY") != "1":
+        print("pi0-eval: run it under tools/loopback_only.sh (ROS discovery must stay on this machine)",
+              file=sys.stderr)
+        return 2
+    extra = {"action_space": args.action_space} if args.action_space else {}
+    options = GraphOptions(policy_backend=args.backend, checkpoint=args.checkpoint, server_uri=args.server_uri,
+                           instruction=args.instruction, sim_params=args.sim_params, extra_policy_parameters=extra)
+    seeds = parse_seeds(args.seeds)
+    solved = success_check(args.success)
+    log_dir = Path(tempfile.mkdtemp(prefix="pi0_eval_"))
+    from pi0_ros.training.sim_driver import SimDriver  # rclpy only from here on
+
+    with GraphProcesses(sim_graph(options), log_dir=log_dir) as graph:
+        driver = SimDriver()
+        try:
+            if driver.wait_for(lambda s: True, args.startup_timeout) is None:
+                graph.check_alive()
+                raise RuntimeError(f"no /sim_robot/task_state within {args.startup_timeout} s (logs: {log_dir})")
+            episodes = run_episodes(driver, seeds, solved, args.episode_timeout)
+            graph.check_alive()
+        finally:
+            driver.close()
+    summary = summarize(episodes)
+    label = args.label or args.checkpoint or args.backend
+    report = {"label": label, "backend": args.backend, "checkpoint": args.checkpoint, "instruction": args.instruction,
+              "success": args.success, "episode_timeout_s": args.episode_timeout, "seeds": seeds,
+              "summary": summary, "episodes": episodes, "logs": str(log_dir)}
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    print(format_text(summary, label))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
