@@ -222,8 +222,11 @@ class RecorderNode(Node):
         return response
 
     def _respond(self, response: Trigger.Response) -> None:
-        log = self.get_logger().info if response.success else self.get_logger().warning
-        log(response.message)
+        # rclpy refuses one call site logging at two severities: two calls.
+        if response.success:
+            self.get_logger().info(response.message)
+        else:
+            self.get_logger().warning(response.message)
         self._publish_status()
 
     def status(self) -> Dict[str, Any]:
