@@ -43,9 +43,10 @@ SIGNATURES: Dict[str, Tuple[object, Tuple[object, ...]]] = {
         (ctypes.c_void_p, _double_p, ctypes.c_int, _double_p, ctypes.c_int, _double_p, ctypes.c_int),
     ),
 }
-# The wrapper cannot work at all without these; `reset`, `get_ee_positions` and the legacy `solve`
-# are checked when used (the ABI notes promise only the first four on robot builds).
-REQUIRED_SYMBOLS = ("relaxed_ik_new", "relaxed_ik_free", "solve_position", "solve_velocity")
+# Every symbol the wrapper calls must exist at load time; the legacy `solve` (an alias of
+# solve_position that the wrapper never calls) is typed when present.
+REQUIRED_SYMBOLS = ("relaxed_ik_new", "relaxed_ik_free", "solve_position", "solve_velocity", "reset",
+                    "get_ee_positions")
 
 
 class RelaxedIKLibraryError(OSError):

@@ -359,8 +359,6 @@ class RelaxedIK:
             return quirks
         if self._library.is_bundled:
             return "none"
-        if not self._library.has("get_ee_positions"):
-            return "upstream"
         # Upstream leaks a fresh Vec per call, so two live results never share an address; a
         # library that owns its result buffer hands out the same one.
         fn = self._library.function("get_ee_positions")
@@ -375,8 +373,6 @@ class RelaxedIK:
     def _check_library_agrees(self) -> None:
         # The library parsed the URDF itself: its initial goals must be FK(starting_config) as
         # computed here, or the two disagree about the robot (another URDF, another chain).
-        if not self._library.has("get_ee_positions"):
-            return
         goals = self.get_ee_positions()
         if not np.allclose(goals, self._goal_positions, atol=1e-6):
             raise RelaxedIKError(
