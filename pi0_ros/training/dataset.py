@@ -212,8 +212,52 @@ class LeRobotDirectory:
         return out
 
 
+class TeamDataset:
+    """``pi0_ros.data``'s LeRobot v3.0 reader behind ``EpisodeDataset`` (images kept encoded, decoded per
+    frame when a sample needs them)."""
+
+    def __init__(self, root: str | os.PathLike):
+        from pi0_ros.data.lerobot_dataset import DatasetReader
+
+        self.name = str(root)
+        self.reader = DatasetReader(root)
+        self.action_space = self.reader.spec.action_space
+        self._cams = [k[len(IMAGE_PREFIX):] for k in self.reader.spec.camera_keys]
+        self._blobs: Dict[int, Dict[str, list]] = {}
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.reader.episodes)
+
+    @property
+    def camera_names(self) -> List[str]:
+        return list(self._cams)
+
+    def episode(self, i: int) -> EpisodeArrays:
+        from pi0_ros.data.lerobot_dataset import DatasetError as ReaderError
+
+        try:
+            raw = self.reader.episode(i, decode_images=False)
+        except ReaderError as err:
+            raise ValueError(str(err)) from err
+        self._blobs[i] = {c: raw[IMAGE_PREFIX + c] for c in self._cams if IMAGE_PREFIX + c in raw}
+        return EpisodeArrays(i, np.asarray(raw[STATE_KEY], dtype=np.float64),
+                             np.asarray(raw[ACTION_KEY], dtype=np.float64), str(raw.get(TASK_KEY, "")))
+
+    def images(self, i: int, frame: int) -> Dict[str, np.ndarray]:
+        from pi0_ros.data.lerobot_dataset import decode_image_bytes
+
+        if i not in self._blobs:
+            self.episode(i)
+        return {c: decode_image_bytes(blobs[frame]) for c, blobs in self._blobs[i].items()}
+
+
 def open_dataset(path: str | os.PathLike) -> EpisodeDataset:
-    """A LeRobot-format dataset directory."""
+    """A LeRobot-format dataset directory: v3.0 (``pi0_ros.data``'s writer) through the team's reader,
+    v2.x through the pyarrow reader above."""
+    info_path = Path(path) / "meta" / "info.json"
+    if info_path.is_file() and str(json.loads(info_path.read_text()).get("codebase_version", "")).startswith("v3"):
+        return TeamDataset(path)
     return LeRobotDirectory(path)
 
 

@@ -581,7 +581,8 @@ class Trainer:
                             "model": raw, "history": self.history, "world_size": info.world},
                            os.path.join(inner, STATE_FILE))
                 with open(os.path.join(inner, PROVENANCE_FILE), "w", encoding="utf-8") as f:
-                    json.dump({"step": step, "dataset": str(cfg.dataset), "action_space": cfg.action_space,
+                    action_space = cfg.action_space or getattr(self.dataset, "action_space", None)
+                    json.dump({"step": step, "dataset": str(cfg.dataset), "action_space": action_space,
                                "model": cfg.model, "init": cfg.init, "ema": bool(self.ema),
                                "lora_rank": cfg.lora_rank, "freeze": cfg.freeze}, f, indent=2)
                 if os.path.exists(final):

@@ -1,0 +1,51 @@
+"""pi0-eval's ROS-free parts: seeds, success criteria, the episode loop (with a stand-in driver), summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from pi0_ros.training.evaluate import format_text, parse_seeds, run_episodes, success_check, summarize
+
+
+def test_seed_ranges():
+    assert parse_seeds("1000-1002,7") == [1000, 1001, 1002, 7]
+
+
+def test_success_criteria():
+    state = {"touched": {"left_arm": [], "right_arm": ["red_cube"]},
+             "distances": {"left_arm": {"red_cube": 0.30}, "right_arm": {"red_cube": 0.01}}}
+    assert success_check("touched")(state)
+    assert success_check("touched:red_cube")(state)
+    assert not success_check("touched:blue_cube")(state)
+    assert success_check("distance:red_cube:0.02")(state)
+    assert not success_check("distance:red_cube:0.005")(state)
+    assert not success_check("touched")({"touched": {"left_arm": [], "right_arm": []}})
+    with pytest.raises(ValueError):
+        success_check("lifted")
+
+
+class FakeDriver:
+    """Seeds below 3 succeed at once; seed 2 also shows a safety fault; seed 9 cannot be reset."""
+
+    def __init__(self):
+        self.seed = None
+
+    def reset(self, seed):
+        self.seed = seed
+        return seed != 9
+
+    def wait_for(self, predicate, timeout):
+        state = {"touched": {"left_arm": ["cube"] if self.seed < 3 else []}}
+        return state if predicate(state) else None
+
+    def faults_since_reset(self):
+        return ["joint_step_limited"] if self.seed == 2 else []
+
+
+def test_episode_loop_and_summary():
+    episodes = run_episodes(FakeDriver(), [0, 2, 5, 9], success_check("touched"), timeout=0.01, log=lambda m: None)
+    assert [e["success"] for e in episodes] == [True, True, False, False]
+    summary = summarize(episodes)
+    assert summary["success_rate"] == 0.5 and summary["safety_events"] == 1
+    assert summary["reset_failures"] == 1 and summary["time_to_success_s_median"] is not None
+    assert "2/4 successes (50 %)" in format_text(summary, "ckpt")
