@@ -9,8 +9,9 @@
    bumpless ``ramp``) and the acceleration limit. Braking is never delayed by the acceleration limit:
    any velocity between zero and the previous one is allowed, so a hold cannot overshoot.
 
-Because step 3 moves from the last command toward a target inside the convex limits, commands stay
-inside them; a last command outside the ``measured`` window is brought back at bounded speed.
+4. The command is clamped into the position limits and the ``measured +- max_step`` window once more:
+   a last command that the measured position moved away from (arm pushed, feedback back after an
+   outage) would otherwise be brought back at bounded speed, with the gap beyond ``max_step`` meanwhile.
 
 :class:`Watchdog` collects the reasons the node must hold; :func:`hold_target` says where.
 """
@@ -140,7 +141,7 @@ class SafetyLimiter:
         velocity = np.clip((goal - history.command) / self.dt, -v_max, v_max)
         dv = lim.acceleration * self.dt
         velocity = np.clip(velocity, np.minimum(history.velocity, 0.0) - dv, np.maximum(history.velocity, 0.0) + dv)
-        command = np.clip(history.command + velocity * self.dt, lim.lower, lim.upper)
+        command = np.clip(history.command + velocity * self.dt, lower, upper)
         clamped = bool(np.any(np.abs(command - wanted) > 1e-9))
         if clamped and not rejected:
             self.clamped += 1
