@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+from pi0_ros.control.controller import ControlConfig, ControlCore
 from pi0_ros.control.safety import SafetyConfig, SafetyLimiter
 from pi0_ros.embodiment import load_embodiment
 
 DT = 0.02
+GROUPS = ("left_arm", "left_gripper", "right_arm", "right_gripper")
 
 
 @pytest.fixture(scope="module")
@@ -28,3 +30,27 @@ def test_command_stays_within_max_step_of_a_measured_position_that_jumped_away(e
         assert np.all(np.abs(out.position - measured) <= 0.25 + 1e-9)
         assert np.all(out.position >= arm.position_limits[:, 0] + 0.01 - 1e-12)
         assert np.all(out.position <= arm.position_limits[:, 1] - 0.01 + 1e-12)
+
+
+def _core(emb, mode="hold", space="joint_position", **kwargs):
+    return ControlCore(emb, emb.action_layout(space), ControlConfig(), requested_mode=mode, **kwargs)
+
+
+def _feed(core, emb, now, groups=GROUPS):
+    for g in groups:
+        core.on_joint_state(g, emb.groups[g].joints, emb.groups[g].home, now)
+
+
+def test_refused_feedback_before_the_first_command_neither_crashes_the_tick_nor_the_final_hold(emb):
+    # left_arm: one good message, then a NaN one, all before the first tick: nothing trusted to hold
+    # and nothing commanded yet. The other groups must still be commanded and held at shutdown.
+    core = _core(emb)
+    _feed(core, emb, 1.0)
+    core.on_joint_state("left_arm", emb.groups["left_arm"].joints, [np.nan] * 7, 1.0)
+    final = core.hold_commands(1.01)
+    assert set(final) == set(GROUPS) - {"left_arm"}
+    result = core.tick(1.01)
+    assert result.mode == "hold" and "joint_state_invalid:left_arm" in result.faults
+    assert set(result.commands) == set(GROUPS) - {"left_arm"}
+    for g, cmd in result.commands.items():
+        np.testing.assert_allclose(cmd.position, emb.groups[g].home)

@@ -202,8 +202,8 @@ class ControlCore:
             commands = {}
             for group in self.groups:
                 measured = self.tracker.measured(group)
-                if measured is None:
-                    continue  # never commanded before the first feedback
+                if measured is None or (self.limiter.last_command(group) is None and not self._trusted(group, now)):
+                    continue  # never commanded before the first trusted feedback
                 target = targets.get(group)
                 if target is None:
                     target = self.limiter.last_command(group)
@@ -216,14 +216,9 @@ class ControlCore:
         with self._lock:
             commands = {}
             for group in self.groups:
-                measured = self.tracker.measured(group)
-                last = self.limiter.last_command(group)
-                if measured is None and last is None:
-                    continue
-                trusted = (self.tracker.bad_reason(group) is None
-                           and self.tracker.age(group, now) <= self.config.watchdog.joint_state_max_age_s)
-                target = hold_target(measured, last, trusted)
-                commands[group] = GroupCommand(target, self.limiter.speed_limits(group, ramp=1.0))
+                target = self._hold_position(group, now)
+                if target is not None:
+                    commands[group] = GroupCommand(target, self.limiter.speed_limits(group, ramp=1.0))
             return commands
 
     def close(self) -> None:
@@ -264,15 +259,25 @@ class ControlCore:
         self._solver_drives.clear()
         self._hold.clear()
         for group in self.groups:
-            measured = self.tracker.measured(group)
-            trusted = (measured is not None and self.tracker.bad_reason(group) is None
-                       and self.tracker.age(group, now) <= self.config.watchdog.joint_state_max_age_s)
-            last = self.limiter.last_command(group)
-            if measured is None and last is None:
+            target = self._hold_position(group, now)
+            if target is None:
                 continue
-            self._hold[group] = hold_target(measured, last, trusted)
-            if group in self.ik and trusted:
-                self.ik[group].reset(measured)
+            self._hold[group] = target
+            if group in self.ik and self._trusted(group, now):
+                self.ik[group].reset(target)
+
+    def _trusted(self, group: str, now: float) -> bool:
+        """The group's measured position is good and fresh."""
+        return (self.tracker.measured(group) is not None and self.tracker.bad_reason(group) is None
+                and self.tracker.age(group, now) <= self.config.watchdog.joint_state_max_age_s)
+
+    def _hold_position(self, group: str, now: float) -> Optional[np.ndarray]:
+        """The trusted measured position, else the last command; None when there is neither."""
+        trusted = self._trusted(group, now)
+        last = self.limiter.last_command(group)
+        if not trusted and last is None:
+            return None
+        return hold_target(self.tracker.measured(group), last, trusted)
 
     def _collect_outcomes(self, now: float) -> None:
         if self.worker is None:
