@@ -54,3 +54,21 @@ def test_refused_feedback_before_the_first_command_neither_crashes_the_tick_nor_
     assert set(result.commands) == set(GROUPS) - {"left_arm"}
     for g, cmd in result.commands.items():
         np.testing.assert_allclose(cmd.position, emb.groups[g].home)
+
+
+def test_final_hold_at_shutdown_stays_inside_the_position_limits(emb):
+    # Measured positions slightly beyond the limits (sensor noise at an end stop, a gripper reading 100.5)
+    # must not become commands beyond them: the shutdown hold passes the position limits too.
+    core = _core(emb)
+    q = {g: emb.groups[g].home.copy() for g in GROUPS}
+    arm = emb.groups["left_arm"]
+    q["left_arm"][0] = arm.position_limits[0, 0] - 0.005
+    q["left_gripper"] = np.array([100.5])
+    for g in GROUPS:
+        core.on_joint_state(g, emb.groups[g].joints, q[g], 1.0)
+    core.tick(1.0)
+    final = core.hold_commands(1.01)
+    for g in GROUPS:
+        limits = core.limiter.limits[g]
+        assert np.all(final[g].position >= limits.lower - 1e-12) and np.all(final[g].position <= limits.upper + 1e-12)
+    np.testing.assert_allclose(final["right_arm"].position, q["right_arm"])  # inside: the measured position

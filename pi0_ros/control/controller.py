@@ -218,7 +218,9 @@ class ControlCore:
             for group in self.groups:
                 target = self._hold_position(group, now)
                 if target is not None:
-                    commands[group] = GroupCommand(target, self.limiter.speed_limits(group, ramp=1.0))
+                    limits = self.limiter.limits[group]  # a measured position may lie just beyond a limit
+                    commands[group] = GroupCommand(np.clip(target, limits.lower, limits.upper),
+                                                   self.limiter.speed_limits(group, ramp=1.0))
             return commands
 
     def close(self) -> None:
