@@ -167,6 +167,16 @@ def run_mode(mode: str, model: Pi0Model, inputs: Pi0Inputs, noise: torch.Tensor,
             eager_again = model.sample_actions(inputs, noise=noise.clone())
             sync(device)
             result["rel_err_graph_vs_eager_new_inputs"] = rel_err(out, eager_again)
+    if args.profile and device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+
+        with torch.inference_mode():
+            x, t = noise.clone(), torch.full((1,), 0.5, device=device)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                st.step_fn(x, t, st.cache)
+                sync(device)
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60)
+        Path(args.out or ".").with_name(f"profile_{mode}.txt").write_text(table)
     result["prefix_lm"] = {"p50": result["prefix_incl_vision"]["p50"] - result["vision"]["p50"]}
     if device.type == "cuda":
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -184,6 +194,9 @@ def main() -> int:
     p.add_argument("--prompt-len", type=int, default=48)
     p.add_argument("--suffix-attn", default="eager", help="attention of the denoising steps: eager | sdpa")
     p.add_argument("--no-fuse", action="store_true", help="keep separate q/k/v and gate/up matmuls")
+    p.add_argument("--tf32", type=int, default=1,
+                   help="TF32 for fp32 matmuls after the reference; exact for the bf16-valued attention logits")
+    p.add_argument("--profile", action="store_true", help="write profile_<mode>.txt next to --out")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     device = torch.device(args.device)
@@ -207,6 +220,9 @@ def main() -> int:
     noise = torch.randn(1, cfg.action_horizon, cfg.action_dim, device=device)
     with torch.inference_mode():
         ref = model.sample_actions(inputs, noise=noise.clone(), num_steps=args.steps)  # fp32 eager reference
+    # q and k are bf16 values, so TF32 products of them are exact (fp32 accumulation, fp32 logits), as in
+    # openpi's einsum with preferred_element_type=float32; only the fp32 velocity head is rounded.
+    torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
     model.set_inference_dtype(torch.bfloat16 if device.type == "cuda" else torch.float32)
     model.set_attention_impl("sdpa", suffix_impl=args.suffix_attn)
     if not args.no_fuse:

@@ -274,6 +274,25 @@ def attention(
     return out.reshape(b, h, length, d)
 
 
+@dataclasses.dataclass
+class AttentionPlan:
+    """Per-forward attention inputs that depend only on masks and positions: RoPE tables and the mask
+    in the implementation's form. pi0 builds the denoising steps' plan once and reuses it every step."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    mask: torch.Tensor
+    impl: str
+
+
+def plan_attention(cfg: GemmaConfig, attn_mask: torch.Tensor, positions: torch.Tensor, impl: str,
+                   dtype: torch.dtype) -> AttentionPlan:
+    """Build an AttentionPlan for ``joint_forward`` (bool mask [B, L, S], positions [B, L])."""
+    cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_base)
+    mask = prepare_mask(attn_mask, cfg.num_heads // cfg.num_kv_heads, impl, dtype)
+    return AttentionPlan(cos=cos, sin=sin, mask=mask, impl=impl)
+
+
 def _split_heads(x: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
     b, length, _ = x.shape
     return x.view(b, length, heads, head_dim).transpose(1, 2)
@@ -282,17 +301,19 @@ def _split_heads(x: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
 def joint_forward(
     models: Sequence[GemmaModel],
     embeds: Sequence[Optional[torch.Tensor]],  # per stream [B, L_i, width_i] or None (stream absent)
-    attn_mask: torch.Tensor,  # bool [B, sum(L_i), S_past + sum(L_i)]
-    positions: torch.Tensor,  # long [B, sum(L_i)]
+    attn_mask: Optional[torch.Tensor],  # bool [B, sum(L_i), S_past + sum(L_i)]
+    positions: Optional[torch.Tensor],  # long [B, sum(L_i)]
     past_kv: Optional[KVCache] = None,
     use_cache: bool = False,
     attn_impl: str = "eager",
+    plan: Optional[AttentionPlan] = None,
 ) -> Tuple[List[Optional[torch.Tensor]], Optional[KVCache]]:
     """Run several Gemma stacks layer by layer with one joint attention per layer.
 
     Streams are concatenated in the order given. Returns the final-normed output of each present
     stream (None for absent ones) and, with ``use_cache``, the per-layer K/V of past + current tokens.
-    All models must share depth, num_heads, num_kv_heads and head_dim.
+    All models must share depth, num_heads, num_kv_heads and head_dim. A prebuilt ``plan``
+    (``plan_attention``) replaces ``attn_mask``, ``positions`` and ``attn_impl``.
     """
     present = [i for i, e in enumerate(embeds) if e is not None]
     if not present:
@@ -307,9 +328,9 @@ def joint_forward(
     hidden = {i: embeds[i] for i in present}
     new_cache: List[Tuple[torch.Tensor, torch.Tensor]] = []
     scale = ref.head_dim ** -0.5
-    cos, sin = rope_tables(positions, ref.head_dim, ref.rope_base)
-    dtype = embeds[present[0]].dtype
-    mask = prepare_mask(attn_mask, ref.num_heads // ref.num_kv_heads, attn_impl, dtype)
+    if plan is None:
+        plan = plan_attention(ref, attn_mask, positions, attn_impl, embeds[present[0]].dtype)
+    cos, sin, mask, attn_impl = plan.cos, plan.sin, plan.mask, plan.impl
 
     def run_layer(layer_idx: int, *states: torch.Tensor):
         hidden = dict(zip(present, states, strict=True))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pi0_ros.model.config import Pi0Config
-from pi0_ros.model.gemma import GemmaModel, KVCache, LayerNormTypes, joint_forward
+from pi0_ros.model.gemma import AttentionPlan, GemmaModel, KVCache, LayerNormTypes, joint_forward, plan_attention
 from pi0_ros.model.paligemma import PaliGemma
 
 # Sin/cos time embedding periods (openpi): geometric from 4 ms to 4 s of "flow time".
@@ -54,6 +54,7 @@ class PrefixCache:
     kv: KVCache
     pad_masks: torch.Tensor  # bool [B, P]
     state: torch.Tensor  # float [B, action_dim]
+    suffix_plan: Optional[AttentionPlan] = None  # masks/RoPE of the suffix: the same at every step
 
 
 def make_attn_mask(pad_masks: torch.Tensor, ar_mask: torch.Tensor) -> torch.Tensor:
@@ -171,6 +172,7 @@ class Pi0Model(nn.Module):
         ar: the state token starts a block, the first action token starts another, the rest join it.
         """
         b, horizon, _ = noisy_actions.shape
+        pad, ar = self._suffix_layout(b, noisy_actions.device)
         state_emb = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None, :]
         action_emb = self.action_in_proj(noisy_actions.to(self.action_in_proj.weight.dtype))
         time_emb = sinusoidal_time_embedding(time, action_emb.shape[-1]).to(action_emb.dtype)
@@ -178,10 +180,15 @@ class Pi0Model(nn.Module):
         action_time = self.action_time_mlp_in(torch.cat([action_emb, time_emb], dim=2))
         action_time = self.action_time_mlp_out(F.silu(action_time))
         embs = torch.cat([state_emb, action_time], dim=1).to(self._tower_dtype)
-        pad = torch.ones(b, 1 + horizon, dtype=torch.bool, device=embs.device)
-        ar = torch.zeros(1 + horizon, dtype=torch.bool, device=embs.device)
-        ar[:2] = True
         return embs, pad, ar
+
+    def _suffix_layout(self, batch: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Suffix pad mask [B, 1+H] (all valid) and ar flags [1+H]: state and first action start blocks."""
+        length = 1 + self.config.action_horizon
+        pad = torch.ones(batch, length, dtype=torch.bool, device=device)
+        ar = torch.zeros(length, dtype=torch.bool, device=device)
+        ar[:2] = True
+        return pad, ar
 
     def _velocity(self, suffix_out: torch.Tensor) -> torch.Tensor:
         horizon = self.config.action_horizon
@@ -231,23 +238,34 @@ class Pi0Model(nn.Module):
         positions = torch.cumsum(prefix_pad.to(torch.int64), dim=1) - 1
         _, kv = joint_forward(self.paligemma_with_expert.experts, [prefix, None], mask, positions,
                               use_cache=True, attn_impl=self.attn_impl)
-        return PrefixCache(kv=kv, pad_masks=prefix_pad, state=inputs.state)
+        cache = PrefixCache(kv=kv, pad_masks=prefix_pad, state=inputs.state)
+        cache.suffix_plan = self._suffix_plan(cache)
+        return cache
 
-    def denoise_step(self, x_t: torch.Tensor, time: torch.Tensor, cache: PrefixCache) -> torch.Tensor:
-        """One velocity evaluation v(x_t, t) [B, H, A] with the suffix attending to the cached prefix.
-
-        ``time`` is a tensor [B] (or a 0-d tensor, broadcast). The cache is read, never extended.
-        """
-        b = x_t.shape[0]
-        time = time.to(torch.float32).expand(b) if time.dim() == 0 else time
-        suffix, suffix_pad, suffix_ar = self.embed_suffix(cache.state, x_t, time)
-        s = suffix.shape[1]
+    def _suffix_plan(self, cache: PrefixCache) -> AttentionPlan:
+        b = cache.pad_masks.shape[0]
+        suffix_pad, suffix_ar = self._suffix_layout(b, cache.pad_masks.device)
+        s = suffix_pad.shape[1]
         prefix_part = cache.pad_masks[:, None, :].expand(b, s, -1)
         mask = torch.cat([prefix_part, make_attn_mask(suffix_pad, suffix_ar)], dim=2)
         offset = cache.pad_masks.sum(dim=1, keepdim=True)
         positions = offset + torch.cumsum(suffix_pad.to(torch.int64), dim=1) - 1
-        (_, suffix_out), _ = joint_forward(self.paligemma_with_expert.experts, [None, suffix], mask, positions,
-                                           past_kv=cache.kv, attn_impl=self.suffix_attn_impl)
+        return plan_attention(self.config.expert, mask, positions, self.suffix_attn_impl, self._tower_dtype)
+
+    def denoise_step(self, x_t: torch.Tensor, time: torch.Tensor, cache: PrefixCache) -> torch.Tensor:
+        """One velocity evaluation v(x_t, t) [B, H, A] with the suffix attending to the cached prefix.
+
+        ``time`` is a tensor [B] (or a 0-d tensor, broadcast). The cache is read, never extended; its
+        suffix plan (masks, positions, RoPE) is built once by ``prefill`` and reused by every step.
+        """
+        b = x_t.shape[0]
+        time = time.to(torch.float32).expand(b) if time.dim() == 0 else time
+        suffix, _, _ = self.embed_suffix(cache.state, x_t, time)
+        plan = cache.suffix_plan
+        if plan is None or plan.impl != self.suffix_attn_impl:
+            plan = self._suffix_plan(cache)
+        (_, suffix_out), _ = joint_forward(self.paligemma_with_expert.experts, [None, suffix], None, None,
+                                           past_kv=cache.kv, plan=plan)
         return self._velocity(suffix_out)
 
     def sample_noise(self, batch: int, generator: Optional[torch.Generator] = None,

@@ -100,6 +100,9 @@ class Pi0Policy:
         if self.device.type == "cuda":
             # Fused kernels for vision and prefix; matmul attention for the 51-token denoising steps.
             model.set_attention_impl("sdpa", suffix_impl="eager")
+            # Process-wide: TF32 products of bf16-valued q/k are exact with fp32 accumulation, so the fp32
+            # attention logits keep their meaning and run on tensor cores.
+            torch.backends.cuda.matmul.allow_tf32 = True
         self.model = model.fuse_projections()
 
     @classmethod
