@@ -85,9 +85,15 @@ ChainSolver::ChainSolver(const Chain* chain, const SolverOptions& options)
   const int n = chain_->dof();
   lower_.resize(n);
   upper_.resize(n);
+  speed_.resize(n);
+  double fastest = 0.0;
+  for (int i = 0; i < n; ++i) fastest = std::max(fastest, chain_->joints[i].velocity);
   for (int i = 0; i < n; ++i) {
     lower_[i] = chain_->joints[i].lower;
     upper_[i] = chain_->joints[i].upper;
+    // Velocity limit relative to the fastest joint (1 when the URDF gives none).
+    const double velocity = chain_->joints[i].velocity;
+    speed_[i] = (fastest > 0.0 && velocity > 0.0) ? velocity / fastest : 1.0;
   }
 }
 
@@ -165,9 +171,10 @@ ChainResult ChainSolver::solve(const Goal& goal, const JointVector& seed, const 
     blocked.setConstant(false);
     fixed_step.setZero();
     // Weighted least norm: a joint close to a limit gets a large weight, so the redundancy moves
-    // the other joints instead of driving it into the limit and getting stuck there.
+    // the other joints instead of driving it into the limit and getting stuck there; and joint
+    // motion is measured relative to each joint's velocity limit, so slow joints move less.
     limit_gradient(q, &gradient);
-    for (int j = 0; j < n; ++j) scale[j] = 1.0 / std::sqrt(1.0 + std::abs(gradient[j]));
+    for (int j = 0; j < n; ++j) scale[j] = speed_[j] / std::sqrt(1.0 + std::abs(gradient[j]));
     for (int pass = 0; pass <= n; ++pass) {
       Jacobian free_jacobian = current->jacobian;
       for (int j = 0; j < n; ++j) {

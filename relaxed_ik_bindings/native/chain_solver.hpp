@@ -80,6 +80,7 @@ class ChainSolver {
   SolverOptions options_;
   JointVector lower_;
   JointVector upper_;
+  JointVector speed_;  // velocity limit / fastest joint's, weighs the least-norm step
 };
 
 }  // namespace rik

@@ -29,6 +29,7 @@ struct Joint {
   Eigen::Vector3d axis = Eigen::Vector3d::UnitX();  // unit length, joint frame
   double lower = 0.0;
   double upper = 0.0;
+  double velocity = 0.0;  // URDF velocity limit; 0 when absent
 };
 
 struct Pose {

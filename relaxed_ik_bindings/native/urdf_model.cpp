@@ -27,6 +27,7 @@ struct UrdfJoint {
   bool has_limit = false;
   double lower = 0.0;
   double upper = 0.0;
+  double velocity = 0.0;
 };
 
 [[noreturn]] void fail(const std::string& message) { throw std::runtime_error(message); }
@@ -91,6 +92,9 @@ UrdfJoint parse_joint(const tinyxml2::XMLElement* element) {
     // URDF defaults lower/upper to 0 when the attribute is absent.
     if (const char* lower = limit->Attribute("lower")) joint.lower = parse_double(lower, where + " lower limit");
     if (const char* upper = limit->Attribute("upper")) joint.upper = parse_double(upper, where + " upper limit");
+    if (const char* velocity = limit->Attribute("velocity")) {
+      joint.velocity = parse_double(velocity, where + " velocity limit");
+    }
   }
   return joint;
 }
@@ -173,6 +177,7 @@ Chain load_chain_from_urdf_text(const std::string& urdf_text, const std::string&
       joint.lower = uj.lower;
       joint.upper = uj.upper;
     }
+    joint.velocity = uj.velocity > 0.0 ? uj.velocity : 0.0;
     joint.origin_rotation = rotation;
     joint.origin_translation = translation;
     chain.joints.push_back(joint);
