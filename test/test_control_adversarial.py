@@ -1,5 +1,8 @@
 """ROS-free regression tests from the adversarial review of the command path (one test per finding)."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -72,3 +75,89 @@ def test_final_hold_at_shutdown_stays_inside_the_position_limits(emb):
         limits = core.limiter.limits[g]
         assert np.all(final[g].position >= limits.lower - 1e-12) and np.all(final[g].position <= limits.upper + 1e-12)
     np.testing.assert_allclose(final["right_arm"].position, q["right_arm"])  # inside: the measured position
+
+
+class _SolverSpy:
+    """Records which thread reset or solved the wrapped relaxed-IK solver, in call order."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = []  # (method, called from the test's (control) thread)
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name not in ("reset", "solve_position", "solve_velocity"):
+            return attr
+
+        def call(*args, **kwargs):
+            self.calls.append((name, threading.current_thread() is threading.main_thread()))
+            return attr(*args, **kwargs)
+
+        return call
+
+
+class _GatedPolicy:
+    """Returns a fixed chunk once ``gate`` is set (an inference in flight across a mode switch)."""
+
+    def __init__(self, actions):
+        self.actions = actions
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def infer(self, observation):
+        self.entered.set()
+        self.gate.wait(10.0)
+        return {"actions": self.actions}
+
+
+def _wait(predicate, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert predicate()
+
+
+def test_teleop_pose_restarts_the_solver_after_the_inference_worker_used_it(emb):
+    # An inference started in policy mode may still decode ee poses (reset + solves on the shared
+    # solver) after a switch to teleop. The teleop IK must not continue from the chunk's solution.
+    from pi0_ros.control.kinematics import ArmIK
+
+    ik = {g: ArmIK.from_embodiment(emb, emb.groups[g]) for g in ("left_arm", "right_arm")}
+    spy = _SolverSpy(ik["left_arm"].solver)
+    ik["left_arm"].solver = spy
+    far = {g: ik[g].forward(emb.groups[g].home + 0.3) for g in ik}
+    actions = np.tile(np.concatenate([far["left_arm"], [0.5], far["right_arm"], [0.5]]), (5, 1))
+    policy = _GatedPolicy(actions)
+    core = ControlCore(emb, emb.action_layout("ee_pose"), ControlConfig(), policy=policy, ik=ik,
+                       requested_mode="policy")
+    try:
+        now = 1.0
+
+        def step(pose=None):
+            nonlocal now
+            now += DT
+            _feed(core, emb, now)
+            for cam in emb.cameras:
+                core.on_image(cam, np.zeros((8, 8, 3), np.uint8), now)
+            if pose is not None:
+                core.on_teleop_pose("left_arm", pose, now)
+            return core.tick(now)
+
+        assert step().mode == "policy"
+        _wait(policy.entered.is_set)
+        core.request_mode("teleop")
+        goal = ik["left_arm"].forward(emb.groups["left_arm"].home)
+        goal[0] += 0.01
+        assert step(goal).mode == "teleop"
+        policy.gate.set()
+        _wait(lambda: not core.worker.busy)
+        assert any(not control for _, control in spy.calls)  # the worker decoded with the shared solver
+        goal[0] += 0.01
+        assert step(goal).mode == "teleop"
+        last_solve = max(i for i, (name, control) in enumerate(spy.calls) if name == "solve_position" and control)
+        assert spy.calls[last_solve - 1] == ("reset", True)
+    finally:
+        policy.gate.set()
+        core.close()
+        for solver in ik.values():
+            solver.close()

@@ -114,7 +114,8 @@ class ControlCore:
         self._request_id = 0
         self._hold: Dict[str, np.ndarray] = {}
         self._teleop_solution: Dict[str, Tuple[float, np.ndarray]] = {}  # group -> (pose stamp, joints)
-        self._solver_drives: Dict[str, bool] = {}  # arm -> the solver produced its last teleop target
+        # arm -> the solver's use count after it produced the last teleop target (nobody used it since)
+        self._solver_drives: Dict[str, int] = {}
         self._policy_errors: Dict[str, str] = {}  # fault -> last message; cleared by the next good chunk
         self._retry_at = 0.0
         self._last_chunk_obs_time = float("-inf")
@@ -322,7 +323,7 @@ class ControlCore:
             if use_pose and now - pose.received <= max_age and group in self.ik:
                 targets[group] = self._solve_teleop_pose(group, pose)
             elif joints is not None and now - joints.received <= max_age:
-                self._solver_drives[group] = False  # the next pose goal must restart the solver
+                self._solver_drives.pop(group, None)  # the next pose goal must restart the solver
                 targets[group] = joints.value
         return targets
 
@@ -332,14 +333,17 @@ class ControlCore:
         if solved is not None and solved[0] == pose.received:
             return solved[1]
         last = self.limiter.last_command(group)
-        if not self._solver_drives.get(group, False):
-            measured = self.tracker.measured(group)
-            self.ik[group].reset(measured if measured is not None else last)
-            self._solver_drives[group] = True
-        q = self.ik[group].solve_pose(pose.value)
-        if q is None:
-            q = solved[1] if solved is not None else last
-            self._solver_drives[group] = False  # the solver's state is not what we command
+        ik = self.ik[group]
+        with ik.lock:  # shared with the inference worker's decoder (a request from before a switch)
+            if self._solver_drives.get(group) != ik.uses:  # not our last solution: restart from the robot
+                measured = self.tracker.measured(group)
+                ik.reset(measured if measured is not None else last)
+            q = ik.solve_pose(pose.value)
+            if q is None:
+                q = solved[1] if solved is not None else last
+                self._solver_drives.pop(group, None)  # the solver's state is not what we command
+            else:
+                self._solver_drives[group] = ik.uses
         self._teleop_solution[group] = (pose.received, q)
         return q
 

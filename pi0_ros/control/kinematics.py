@@ -82,6 +82,7 @@ class ArmIK:
         self.check = check or IKCheck()
         self.lock = threading.RLock()  # the solver is not thread-safe per instance
         self.failures = 0
+        self.uses = 0  # resets and solves so far: a caller can tell whether another one moved the solver
         self._goal: Optional[np.ndarray] = None  # our copy of the solver's goal, for increments
         self._tol = np.full(6, self.check.solver_tolerance)
 
@@ -103,6 +104,7 @@ class ArmIK:
         """Restart the solver from measured joints ``q`` (its goal becomes FK(q))."""
         q = np.asarray(q, dtype=np.float64)
         with self.lock:
+            self.uses += 1
             self.solver.reset(q)
             self._goal = self.fk.forward(q)
 
@@ -114,6 +116,7 @@ class ArmIK:
             return None
         quat = pose[3:] / np.linalg.norm(pose[3:])
         with self.lock:
+            self.uses += 1
             try:
                 q = np.asarray(self.solver.solve_position(pose[:3], quat, self._tol), dtype=np.float64)
             except (ValueError, RuntimeError):  # refused input or a RelaxedIKError
@@ -130,6 +133,7 @@ class ArmIK:
         with self.lock:
             if self._goal is None:
                 raise RuntimeError("solve_increment before reset(): the goal is unknown")
+            self.uses += 1
             try:
                 q = np.asarray(self.solver.solve_velocity(delta[:3], delta[3:], self._tol), dtype=np.float64)
             except (ValueError, RuntimeError):
