@@ -161,3 +161,15 @@ def test_teleop_pose_restarts_the_solver_after_the_inference_worker_used_it(emb)
         core.close()
         for solver in ik.values():
             solver.close()
+
+
+def test_joint_names_given_twice_are_refused(emb):
+    # Which of two readings of one joint is right cannot be told: refuse (feedback) / ignore (teleop).
+    core = _core(emb, mode="teleop")
+    arm = emb.groups["left_arm"]
+    names = list(arm.joints) + [arm.joints[0]]
+    _feed(core, emb, 1.0)
+    problem = core.on_joint_state("left_arm", names, list(arm.home) + [arm.home[0] + 1.0], 1.01)
+    assert problem is not None and "left_arm_joint1" in problem
+    np.testing.assert_allclose(core.tracker.measured("left_arm"), arm.home)
+    assert core.on_teleop_joints(names, list(arm.home) + [arm.home[0] + 1.0], 1.01) == []

@@ -150,7 +150,7 @@ class ControlCore:
         with self._lock:
             for group in self.groups:
                 joints = self.embodiment.groups[group].joints
-                if all(j in index for j in joints):
+                if all(j in index and names.count(j) == 1 for j in joints):  # a repeated joint is ambiguous
                     self._teleop_joints[group] = _Timed(values[[index[j] for j in joints]], now)
                     updated.append(group)
         return updated

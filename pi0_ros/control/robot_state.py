@@ -52,8 +52,11 @@ class RobotStateTracker:
         else:
             index = {name: i for i, name in enumerate(names)}
             missing = [j for j in spec.joints if j not in index]
+            repeated = [j for j in spec.joints if list(names).count(j) > 1]
             if missing:
                 problem = f"{group}: joints missing from message: {missing}"
+            elif repeated:
+                problem = f"{group}: joints named more than once in message: {repeated}"
             else:
                 mapped = values[[index[j] for j in spec.joints]]
         if problem is None and not np.all(np.isfinite(mapped)):
