@@ -18,7 +18,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -88,38 +87,23 @@ def process_cpu_s(pid: int) -> float:
 
 def bench_graph(episodes: int, fps: int) -> dict:
     """Run the collection graph; measure the recorder process and the dataset."""
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-
     from pi0_ros.data.lerobot_dataset import DatasetReader
     from pi0_ros.paths import config_path
     from pi0_ros.sim.config import load_sim_config
     from pi0_ros.sim.expert import ExpertConfig
     from pi0_ros.testing.graph_process import GraphProcesses
-    from pi0_ros.tools.collect import ExpertDriver, build_graph, run_episode, wait_until
+    from pi0_ros.tools.collect import build_graph, expert_session, run_episode
 
     emb = load_embodiment()
     grasp = load_sim_config(config_path("sim.yaml")).task.grasp_point
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "demos"
         with GraphProcesses(build_graph(root, fps, "joint_position", 10.0), log_dir=Path(tmp) / "logs") as graph:
-            rclpy.init()
-            driver = ExpertDriver(emb)
-            executor = MultiThreadedExecutor(num_threads=2)
-            executor.add_node(driver)
-            threading.Thread(target=executor.spin, daemon=True).start()
-            try:
-                wait_until(lambda: driver.task_state is not None, 90, "the simulator", graph)
-                wait_until(lambda: all(c.service_is_ready() for c in driver.recorder_clients.values()), 90,
-                           "the recorder", graph)
+            with expert_session(emb, graph) as driver:
                 recorder_pid = graph.node("recorder").process.pid
                 cpu0, t0 = process_cpu_s(recorder_pid), time.monotonic()
                 results = [run_episode(driver, seed, grasp, True, 1.0, ExpertConfig()) for seed in range(episodes)]
                 cpu1, t1 = process_cpu_s(recorder_pid), time.monotonic()
-            finally:
-                executor.shutdown()
-                driver.destroy_node()
-                rclpy.try_shutdown()
         reader = DatasetReader(root)
         frames = reader.num_frames
         size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

@@ -2,7 +2,6 @@
 driven by the scripted expert through the policy node's teleop input (bounded waits throughout)."""
 
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -19,28 +18,17 @@ EMB = load_embodiment()
 
 
 def test_one_expert_episode_is_recorded_and_services_refuse_misuse(tmp_path):
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-
     from pi0_ros.paths import config_path
     from pi0_ros.sim.config import load_sim_config
     from pi0_ros.sim.expert import ExpertConfig
     from pi0_ros.testing.graph_process import GraphProcesses
-    from pi0_ros.tools.collect import ExpertDriver, build_graph, run_episode, wait_until
+    from pi0_ros.tools.collect import build_graph, expert_session, run_episode
 
     root = tmp_path / "demos"
     grasp = load_sim_config(config_path("sim.yaml")).task.grasp_point
     with GraphProcesses(build_graph(root, fps=10, action_space="joint_delta", camera_rate_hz=10.0),
                         log_dir=tmp_path / "logs") as graph:
-        rclpy.init()
-        driver = ExpertDriver(EMB)
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(driver)
-        threading.Thread(target=executor.spin, daemon=True).start()
-        try:
-            wait_until(lambda: driver.task_state is not None, 90, "the simulator", graph)
-            wait_until(lambda: all(c.service_is_ready() for c in driver.recorder_clients.values()), 90,
-                       "the recorder services", graph)
+        with expert_session(EMB, graph, startup_timeout_s=90) as driver:
             assert not driver.call("stop_episode").success  # nothing to stop yet
             result = run_episode(driver, 0, grasp, keep_failed=True, settle_s=1.0, config=ExpertConfig())
             assert result.kept, result.message
@@ -48,10 +36,6 @@ def test_one_expert_episode_is_recorded_and_services_refuse_misuse(tmp_path):
             assert reply.success and not driver.call("start_episode").success  # one episode at a time
             discarded = driver.call("discard_episode")
             assert discarded.success, discarded.message
-        finally:
-            executor.shutdown()
-            driver.destroy_node()
-            rclpy.try_shutdown()
         logs = {n.spec.name: n.log() for n in graph.nodes}
     reader = DatasetReader(root)
     assert len(reader.episodes) == 1, logs["recorder"][-2000:]

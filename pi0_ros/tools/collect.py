@@ -14,41 +14,22 @@ to an old hold target after a reset.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from pi0_ros.testing.graph_process import LOOPBACK_ENV
-
-# Discovery must never leave this machine: set before rclpy is imported anywhere.
-for _key, _value in LOOPBACK_ENV.items():
-    os.environ.setdefault(_key, _value)
-
-import rclpy  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from std_msgs.msg import Int32, String  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
-
-from pi0_ros.control.kinematics import arm_fk  # noqa: E402
-from pi0_ros.embodiment import Embodiment, load_embodiment  # noqa: E402
-from pi0_ros.launch_graph import GraphOptions, recorder_spec, sim_graph  # noqa: E402
-from pi0_ros.paths import config_path  # noqa: E402
-from pi0_ros.sim.config import load_sim_config  # noqa: E402
-from pi0_ros.sim.expert import ExpertConfig, PosePath, TouchTask, choose_task, plan_touch, touched  # noqa: E402
-from pi0_ros.testing.graph_process import GraphProcesses  # noqa: E402
-
-LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-GOAL_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+from pi0_ros.embodiment import Embodiment, load_embodiment
+from pi0_ros.launch_graph import GraphOptions, recorder_spec, sim_graph
+from pi0_ros.paths import config_path
+from pi0_ros.sim.config import load_sim_config
+from pi0_ros.sim.expert import ExpertConfig, choose_task, plan_touch
+from pi0_ros.testing.graph_process import LOOPBACK_ENV, GraphProcesses
 
 
 @dataclasses.dataclass
@@ -62,99 +43,6 @@ class EpisodeResult:
     message: str
 
 
-class ExpertDriver(Node):
-    """Streams pose goals, talks to the recorder and the simulator (node name ``expert_driver``)."""
-
-    def __init__(self, embodiment: Embodiment, goal_hz: float = 20.0, teleop_prefix: str = "/teleop"):
-        super().__init__("expert_driver")
-        self.embodiment = embodiment
-        self.arms = [g.name for g in embodiment.groups_of_kind("arm")]
-        self.home_pose = {arm: arm_fk(embodiment, embodiment.groups[arm]).forward(embodiment.groups[arm].home)
-                          for arm in self.arms}
-        self._lock = threading.Lock()
-        self._paths: Dict[str, Optional[PosePath]] = {arm: None for arm in self.arms}
-        self._path_start = 0.0
-        self.task_state: Optional[dict] = None
-        self.task_state_received = 0.0
-        self._touched = False
-        self._task: Optional[TouchTask] = None
-        self.goal_pubs = {arm: self.create_publisher(PoseStamped, f"{teleop_prefix}/{arm}/target_pose", GOAL_QOS)
-                          for arm in self.arms}
-        self.instruction_pub = self.create_publisher(String, "instruction", LATCHED_QOS)
-        self.reset_pub = self.create_publisher(Int32, "/sim_robot/reset_seed", 10)
-        self.create_subscription(String, "/sim_robot/task_state", self._on_task_state, 10)
-        self.recorder_clients = {name: self.create_client(Trigger, f"/recorder/{name}")
-                        for name in ("start_episode", "stop_episode", "discard_episode")}
-        self.create_timer(1.0 / goal_hz, self._publish_goals)
-
-    # -- streams ---------------------------------------------------------------------------------
-
-    def _on_task_state(self, msg: String) -> None:
-        state = json.loads(msg.data)
-        with self._lock:
-            self.task_state = state
-            self.task_state_received = time.monotonic()
-            if self._task is not None and touched(state, self._task):
-                self._touched = True
-
-    def _publish_goals(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            goals = {arm: (path.pose(now - self._path_start) if path is not None else self.home_pose[arm])
-                     for arm, path in self._paths.items()}
-        stamp = self.get_clock().now().to_msg()
-        for arm, pose in goals.items():
-            msg = PoseStamped()
-            msg.header.stamp = stamp
-            msg.header.frame_id = self.embodiment.base_frame
-            msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in pose[:3])
-            (msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z,
-             msg.pose.orientation.w) = (float(v) for v in pose[3:])
-            self.goal_pubs[arm].publish(msg)
-
-    def follow(self, arm: Optional[str], path: Optional[PosePath], task: Optional[TouchTask]) -> None:
-        """Start streaming ``path`` for ``arm`` (None: every arm holds its start pose)."""
-        with self._lock:
-            self._paths = {a: (path if a == arm else None) for a in self.arms}
-            self._path_start = time.monotonic()
-            self._task = task
-            self._touched = False
-
-    @property
-    def touched(self) -> bool:
-        """The current task's touch was seen in the task state."""
-        with self._lock:
-            return self._touched
-
-    # -- requests (the executor spins in another thread) -----------------------------------------
-
-    def call(self, service: str, timeout: float = 10.0) -> Trigger.Response:
-        """Call a recorder Trigger service; raises TimeoutError."""
-        client = self.recorder_clients[service]
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise TimeoutError(f"/recorder/{service} is not available")
-        future = client.call_async(Trigger.Request())
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"/recorder/{service} did not answer within {timeout} s")
-            time.sleep(0.01)
-        return future.result()
-
-    def reset(self, seed: int, timeout: float = 10.0) -> dict:
-        """Reset the simulator with ``seed``; returns the first task state of the new scene."""
-        sent = time.monotonic()
-        self.reset_pub.publish(Int32(data=int(seed)))
-        deadline = sent + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                state, received = self.task_state, self.task_state_received
-            if state is not None and received > sent and state.get("seed") == seed:
-                return state
-            time.sleep(0.02)
-        raise TimeoutError(f"no task state with seed {seed} within {timeout} s")
-
-
 def wait_until(predicate, timeout: float, what: str, graph: Optional[GraphProcesses] = None) -> None:
     """Poll ``predicate`` until true; TimeoutError names ``what``."""
     deadline = time.monotonic() + timeout
@@ -166,13 +54,13 @@ def wait_until(predicate, timeout: float, what: str, graph: Optional[GraphProces
         time.sleep(0.05)
 
 
-def run_episode(driver: ExpertDriver, seed: int, grasp_offset: Sequence[float], keep_failed: bool,
+def run_episode(driver, seed: int, grasp_offset: Sequence[float], keep_failed: bool,
                 settle_s: float, config: ExpertConfig) -> EpisodeResult:
     """One demonstration: reset, choose, record while the expert moves, keep or discard."""
     driver.follow(None, None, None)
     state = driver.reset(seed)
     task = choose_task(state, np.random.default_rng(seed))
-    driver.instruction_pub.publish(String(data=task.instruction))
+    driver.publish_instruction(task.instruction)
     time.sleep(settle_s)  # the arms come to rest at their start poses; the instruction reaches the recorder
     path = plan_touch(driver.home_pose[task.arm], state["objects"][task.object]["position"], grasp_offset, config)
     reply = driver.call("start_episode")
@@ -230,16 +118,7 @@ def collect(args: argparse.Namespace) -> List[EpisodeResult]:
     specs = build_graph(Path(args.root).expanduser().resolve(), args.fps, args.action_space, args.camera_rate_hz)
     results: List[EpisodeResult] = []
     with GraphProcesses(specs, log_dir=Path(args.log_dir) if args.log_dir else None) as graph:
-        rclpy.init()
-        driver = ExpertDriver(embodiment)
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(driver)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        try:
-            wait_until(lambda: driver.task_state is not None, args.startup_timeout_s, "the simulator", graph)
-            wait_until(lambda: all(c.service_is_ready() for c in driver.recorder_clients.values()),
-                       args.startup_timeout_s, "the recorder services", graph)
+        with expert_session(embodiment, graph, args.startup_timeout_s) as driver:
             bar = tqdm(range(args.episodes), desc="episodes", unit="ep", disable=args.no_progress, file=sys.stderr)
             for i in bar:
                 graph.check_alive()
@@ -247,11 +126,21 @@ def collect(args: argparse.Namespace) -> List[EpisodeResult]:
                                      ExpertConfig())
                 results.append(result)
                 bar.set_postfix(kept=sum(r.kept for r in results), success=sum(r.success for r in results))
-        finally:
-            executor.shutdown()
-            driver.destroy_node()
-            rclpy.try_shutdown()
     return results
+
+
+@contextlib.contextmanager
+def expert_session(embodiment: Embodiment, graph: GraphProcesses, startup_timeout_s: float = 90.0) -> Iterator:
+    """The expert driver node (imported here: rclpy after the loopback environment), once the
+    simulator and the recorder of ``graph`` answer."""
+    for key, value in LOOPBACK_ENV.items():  # discovery never leaves this machine; set before rclpy loads
+        os.environ.setdefault(key, value)
+    from pi0_ros.nodes.expert_driver import driver_session
+
+    with driver_session(embodiment) as driver:
+        wait_until(lambda: driver.task_state is not None, startup_timeout_s, "the simulator", graph)
+        wait_until(lambda: driver.recorder_ready, startup_timeout_s, "the recorder services", graph)
+        yield driver
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
