@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pi0_ros.control.controller import ControlConfig, ControlCore
-from pi0_ros.control.safety import SafetyConfig, SafetyLimiter
+from pi0_ros.control.safety import SafetyConfig, SafetyLimiter, WatchdogConfig
 from pi0_ros.embodiment import load_embodiment
 
 DT = 0.02
@@ -173,3 +173,16 @@ def test_joint_names_given_twice_are_refused(emb):
     assert problem is not None and "left_arm_joint1" in problem
     np.testing.assert_allclose(core.tracker.measured("left_arm"), arm.home)
     assert core.on_teleop_joints(names, list(arm.home) + [arm.home[0] + 1.0], 1.01) == []
+
+
+@pytest.mark.parametrize("field", ["joint_state_max_age_s", "policy_max_age_s", "teleop_max_age_s", "camera"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1.0])
+def test_watchdog_ages_that_would_disable_or_always_trip_a_watchdog_are_refused(emb, field, value):
+    # ``age > nan`` is never true: a NaN limit would silently turn the watchdog off.
+    watchdog = WatchdogConfig(image_max_age_s={"head": 0.5})
+    if field == "camera":
+        watchdog.image_max_age_s["head"] = value
+    else:
+        setattr(watchdog, field, value)
+    with pytest.raises(ValueError, match="head" if field == "camera" else field):
+        ControlCore(emb, emb.action_layout("joint_position"), ControlConfig(watchdog=watchdog))

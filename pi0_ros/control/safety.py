@@ -158,11 +158,22 @@ class WatchdogConfig:
     policy_max_age_s: float = 1.0  # longest time without an executable policy action in policy mode
     teleop_max_age_s: float = 0.5  # longest time without a teleop target in teleop mode
 
+    def validate(self) -> List[str]:
+        """Problems with the values (empty when valid): each age must be finite and > 0."""
+        ages = {name: getattr(self, name) for name in ("joint_state_max_age_s", "policy_max_age_s", "teleop_max_age_s")}
+        ages.update({f"image_max_age_s[{camera}]": age for camera, age in self.image_max_age_s.items()})
+        # ``age > nan`` is never true: a NaN (or inf) limit would silently switch the watchdog off.
+        return [f"{name} must be finite and > 0, got {age}" for name, age in ages.items()
+                if not (np.isfinite(age) and age > 0.0)]
+
 
 class Watchdog:
     """Collects the faults that force ``hold``; each fault is a short ``kind:detail`` string."""
 
     def __init__(self, config: WatchdogConfig):
+        problems = config.validate()
+        if problems:
+            raise ValueError("; ".join(problems))
         self.config = config
         self.trips = 0
         self._active: List[str] = []
