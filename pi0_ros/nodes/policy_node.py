@@ -31,6 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -375,7 +376,7 @@ class PolicyNode(Node):
             msg.joint_names = names
             point = JointTrajectoryPoint(positions=positions)
             # Reach the target one period from now: the controller interpolates at its own rate.
-            point.time_from_start.nanosec = int(self.dt * 1e9)
+            point.time_from_start.sec, point.time_from_start.nanosec = divmod(int(self.dt * 1e9), 1_000_000_000)
             msg.points = [point]
             self.trajectory_pub.publish(msg)
 
@@ -474,7 +475,8 @@ def main(args: Optional[List[str]] = None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ValueError, KeyError) as exc:  # a configuration problem: say what, without a traceback
+    except (ValueError, KeyError, InvalidParameterValueException, InvalidParameterTypeException) as exc:
+        # a configuration problem (out-of-range / mistyped parameters included): say what, without a traceback
         print(f"policy_node: cannot start: {exc}", file=sys.stderr)
         exit_code = 2
     finally:
