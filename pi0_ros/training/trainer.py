@@ -145,8 +145,10 @@ def init_distributed(device_pref: Optional[str]) -> DistInfo:
     use_cuda = torch.cuda.is_available() and (device_pref is None or device_pref.startswith("cuda"))
     if device_pref and not device_pref.startswith("cuda"):
         device = torch.device(device_pref)
+    elif use_cuda:
+        device = torch.device(device_pref if device_pref and ":" in device_pref else f"cuda:{local}")
     else:
-        device = torch.device(f"cuda:{local}" if use_cuda and world > 1 else ("cuda" if use_cuda else "cpu"))
+        device = torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
