@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pi0_ros.training.evaluate import format_text, parse_seeds, run_episodes, success_check, summarize
+from pi0_ros.training.evaluate import fixed_plan, format_text, parse_seeds, run_episodes, success_check, summarize
 
 
 def test_seed_ranges():
@@ -38,12 +38,21 @@ class FakeDriver:
         state = {"touched": {"left_arm": ["cube"] if self.seed < 3 else []}}
         return state if predicate(state) else None
 
+    def current_state(self):
+        return {}
+
+    def publish_instruction(self, text):
+        self.instruction = text
+
     def faults_since_reset(self):
         return ["joint_step_limited"] if self.seed == 2 else []
 
 
 def test_episode_loop_and_summary():
-    episodes = run_episodes(FakeDriver(), [0, 2, 5, 9], success_check("touched"), timeout=0.01, log=lambda m: None)
+    driver = FakeDriver()
+    plan = fixed_plan("touch the cube", success_check("touched"))
+    episodes = run_episodes(driver, [0, 2, 5, 9], plan, timeout=0.01, log=lambda m: None)
+    assert driver.instruction == "touch the cube"
     assert [e["success"] for e in episodes] == [True, True, False, False]
     summary = summarize(episodes)
     assert summary["success_rate"] == 0.5 and summary["safety_events"] == 1

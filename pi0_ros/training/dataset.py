@@ -144,6 +144,7 @@ class LeRobotDirectory:
             raise DatasetError(self.name, [f"no meta/info.json: not a LeRobot dataset directory ({info_path})"])
         self.info = json.loads(info_path.read_text())
         self.features: Dict[str, dict] = self.info.get("features", {})
+        self.fps = self.info.get("fps")
         self._tasks = {}
         tasks_path = self.root / "meta" / "tasks.jsonl"
         if tasks_path.is_file():
@@ -222,6 +223,7 @@ class TeamDataset:
         self.name = str(root)
         self.reader = DatasetReader(root)
         self.action_space = self.reader.spec.action_space
+        self.fps = self.reader.spec.fps
         self._cams = [k[len(IMAGE_PREFIX):] for k in self.reader.spec.camera_keys]
         self._blobs: Dict[int, Dict[str, list]] = {}
 

@@ -6,12 +6,14 @@ watches ``/sim_robot/task_state`` until the task is solved or the episode times 
 success rate, time to success and the policy node's safety events (faults in ``/diagnostics``), as
 JSON and a short text summary. Run it inside the loopback-only namespace::
 
-    tools/loopback_only.sh pi0-eval --checkpoint runs/tiny/last --backend pi0 \\
-        --instruction "touch the red cube" --seeds 1000-1019 --out eval.json
+    tools/loopback_only.sh pi0-eval --checkpoint runs/tiny/last --backend pi0 --seeds 1000-1019 --out eval.json
 
-Success criterion (``--success``): ``touched`` (any arm touched any object, the default),
-``touched:<object>`` (that object), or ``distance:<object>:<metres>`` (a grasp point within the
-distance). Held-out seeds: training demonstrations should use seeds outside the evaluation range.
+Tasks: by default (``--instruction auto``) each seed gets the touch task pi0-collect would demonstrate
+for it ("touch the red cube with the left hand"), and success means that arm touched that cube. With a
+fixed ``--instruction``, ``--success`` judges: ``touched`` (any arm, any object), ``touched:<object>``,
+or ``distance:<object>:<metres>``. Held-out seeds: demonstrations should use seeds outside this range
+(pi0-collect starts at 0). The policy node runs one chunk step per tick at the dataset's fps (from the
+checkpoint's training.json) unless ``--control-hz`` says otherwise.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 
 def parse_seeds(text: str) -> List[int]:
@@ -73,21 +75,55 @@ def format_text(summary: Dict[str, Any], label: str) -> str:
             f"{summary['episodes_with_safety_events']} episode(s), {summary['reset_failures']} reset failure(s)")
 
 
-def run_episodes(driver, seeds: Sequence[int], solved: Callable[[Dict[str, Any]], bool], timeout: float,
+Plan = Callable[[int, Dict[str, Any]], Tuple[Optional[str], Callable[[Dict[str, Any]], bool]]]
+
+
+def fixed_plan(instruction: Optional[str], solved: Callable[[Dict[str, Any]], bool]) -> Plan:
+    """The same instruction and success test for every seed."""
+    return lambda seed, state: (instruction, solved)
+
+
+def expert_plan(seed: int, state: Dict[str, Any]):
+    """The demonstrations' task for this seed (``pi0_ros.sim.expert.choose_task``, seeded like
+    pi0-collect): instruction "touch the <object> cube with the <hand>", success when that arm touched it."""
+    import numpy as np
+
+    from pi0_ros.sim.expert import choose_task
+
+    task = choose_task(state, np.random.default_rng(seed))
+    return task.instruction, lambda s: task.object in s.get("touched", {}).get(task.arm, [])
+
+
+def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
                  log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-    """Reset to each seed, then wait (bounded) for success."""
+    """Reset to each seed, give the instruction, then wait (bounded) for success."""
     results = []
     for seed in seeds:
         reset_ok = driver.reset(seed)
+        instruction, solved = plan(seed, driver.current_state() or {}) if reset_ok else (None, None)
+        if instruction is not None:
+            driver.publish_instruction(instruction)
         t0 = time.monotonic()
         state = driver.wait_for(solved, timeout) if reset_ok else None
         elapsed = time.monotonic() - t0
-        result = {"seed": seed, "reset_ok": reset_ok, "success": state is not None,
+        result = {"seed": seed, "instruction": instruction, "reset_ok": reset_ok, "success": state is not None,
                   "time_to_success_s": elapsed if state is not None else None, "faults": driver.faults_since_reset()}
         results.append(result)
         log(f"seed {seed}: {'success' if result['success'] else 'failure'} after {elapsed:.1f} s"
+            + (f" ({instruction})" if instruction else "")
             + (f", faults {result['faults']}" if result["faults"] else ""))
     return results
+
+
+def _provenance(checkpoint: Optional[str]) -> Dict[str, Any]:
+    """The checkpoint's training.json (written by pi0-train), or {}."""
+    if not checkpoint:
+        return {}
+    try:
+        with open(os.path.join(checkpoint, "training.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,8 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="checkpoint directory (pi0 / pi0_fast backends)")
     p.add_argument("--backend", default="pi0", help="pi0 | pi0_fast | scripted | remote")
     p.add_argument("--server-uri", default=None)
-    p.add_argument("--instruction", required=True)
+    p.add_argument("--instruction", default="auto",
+                   help="'auto': each seed's touch task as pi0-collect picks it (success: that arm touched that "
+                        "cube); else this text for every seed, judged by --success")
     p.add_argument("--action-space", default=None, help="embodiment action space the policy outputs")
+    p.add_argument("--control-hz", type=float, default=None,
+                   help="policy node command rate = one chunk step per tick (default: the dataset fps recorded in "
+                        "the checkpoint's training.json, else the node's own)")
+    p.add_argument("--execute-steps", type=int, default=None, help="actions executed per chunk (node default)")
     p.add_argument("--seeds", default="1000-1019", help="held-out simulator seeds, e.g. 1000-1019")
     p.add_argument("--episode-timeout", type=float, default=30.0, help="seconds per episode")
     p.add_argument("--success", default="touched")
@@ -119,11 +161,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("pi0-eval: run it under tools/loopback_only.sh (ROS discovery must stay on this machine)",
               file=sys.stderr)
         return 2
-    extra = {"action_space": args.action_space} if args.action_space else {}
+    provenance = _provenance(args.checkpoint)
+    extra: Dict[str, Any] = {}
+    action_space = args.action_space or provenance.get("action_space")
+    if action_space:
+        extra["action_space"] = action_space
+    control_hz = args.control_hz or provenance.get("fps")
+    if control_hz:
+        extra["control_hz"] = float(control_hz)
+    if args.execute_steps:
+        extra["execute_steps"] = int(args.execute_steps)
     options = GraphOptions(policy_backend=args.backend, checkpoint=args.checkpoint, server_uri=args.server_uri,
-                           instruction=args.instruction, sim_params=args.sim_params, extra_policy_parameters=extra)
+                           instruction=None if args.instruction == "auto" else args.instruction,
+                           sim_params=args.sim_params, extra_policy_parameters=extra)
     seeds = parse_seeds(args.seeds)
-    solved = success_check(args.success)
+    plan: Plan = expert_plan if args.instruction == "auto" else fixed_plan(args.instruction,
+                                                                          success_check(args.success))
     log_dir = Path(tempfile.mkdtemp(prefix="pi0_eval_"))
     from pi0_ros.training.sim_driver import SimDriver  # rclpy only from here on
 
@@ -133,13 +186,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if driver.wait_for(lambda s: True, args.startup_timeout) is None:
                 graph.check_alive()
                 raise RuntimeError(f"no /sim_robot/task_state within {args.startup_timeout} s (logs: {log_dir})")
-            episodes = run_episodes(driver, seeds, solved, args.episode_timeout)
+            episodes = run_episodes(driver, seeds, plan, args.episode_timeout)
             graph.check_alive()
         finally:
             driver.close()
     summary = summarize(episodes)
     label = args.label or args.checkpoint or args.backend
-    report = {"label": label, "backend": args.backend, "checkpoint": args.checkpoint, "instruction": args.instruction,
+    report = {"label": label, "backend": args.backend, "policy_parameters": extra, "checkpoint": args.checkpoint,
+              "instruction": args.instruction,
               "success": args.success, "episode_timeout_s": args.episode_timeout, "seeds": seeds,
               "summary": summary, "episodes": episodes, "logs": str(log_dir)}
     if args.out:

@@ -17,6 +17,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Int32, String
 
 
@@ -32,6 +33,9 @@ class SimDriver:
         self.task_state: Optional[Dict[str, Any]] = None
         self.faults: List[str] = []  # every fault name seen since the last reset, in order
         self.reset_pub = self.node.create_publisher(Int32, f"/{sim_name}/reset_seed", 10)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        self.instruction_pub = self.node.create_publisher(String, "instruction", latched)
         self.node.create_subscription(String, f"/{sim_name}/task_state", self._on_task, 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.executor = SingleThreadedExecutor()
@@ -76,6 +80,14 @@ class SimDriver:
                     self.faults = []
                 return True
         return False
+
+    def publish_instruction(self, text: str) -> None:
+        """The language instruction (the policy node's latched ``instruction`` topic)."""
+        self.instruction_pub.publish(String(data=text))
+
+    def current_state(self) -> Optional[Dict[str, Any]]:
+        with self._lock:
+            return self.task_state
 
     def faults_since_reset(self) -> List[str]:
         with self._lock:

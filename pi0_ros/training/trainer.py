@@ -585,6 +585,7 @@ class Trainer:
                 with open(os.path.join(inner, PROVENANCE_FILE), "w", encoding="utf-8") as f:
                     action_space = cfg.action_space or getattr(self.dataset, "action_space", None)
                     json.dump({"step": step, "dataset": str(cfg.dataset), "action_space": action_space,
+                               "fps": getattr(self.dataset, "fps", None),
                                "model": cfg.model, "init": cfg.init, "ema": bool(self.ema),
                                "lora_rank": cfg.lora_rank, "freeze": cfg.freeze}, f, indent=2)
                 if os.path.exists(final):
