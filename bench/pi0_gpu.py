@@ -9,6 +9,7 @@ Modes:
            attention for vision and prefix, matmul (eager) attention for the 51-token denoising steps
   graph    the same kernels captured once in CUDA graphs and replayed (static shapes and buffers)
   compile  torch.compile (Inductor, fused norms/RoPE/GeGLU) of prefill and denoise_step, then CUDA graphs
+  autotune as compile, with denoise_step compiled in max-autotune-no-cudagraphs mode
 
 Usage (device machine): python3 bench/pi0_gpu.py --modes eager,graph,compile --out $OUT/pi0_gpu.json
 CPU smoke test:         python bench/pi0_gpu.py --config pi0_test --device cpu --modes eager --iters 3
@@ -122,9 +123,12 @@ def run_mode(mode: str, model: Pi0Model, inputs: Pi0Inputs, noise: torch.Tensor,
                                               inputs.token_masks, inputs.state)))
     noise = noise.clone()
     prefill, step = model.prefill, model.denoise_step
-    if mode == "compile":
+    if mode in ("compile", "autotune"):
         prefill = torch.compile(model.prefill, dynamic=False, fullgraph=False)
-        step = torch.compile(model.denoise_step, dynamic=False, fullgraph=False)
+        # autotune: Inductor benchmarks Triton GEMM templates against cuBLAS for the skinny (51-row)
+        # matmuls of the denoising step; CUDA graphs stay ours.
+        step_mode = "max-autotune-no-cudagraphs" if mode == "autotune" else None
+        step = torch.compile(model.denoise_step, dynamic=False, fullgraph=False, mode=step_mode)
     st = Stages(model, inputs, noise, args.steps, prefill, step)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
