@@ -3,8 +3,9 @@
 Starts ``launch_graph.sim_graph`` (simulated robot + policy node with IK and the safety layer) as real
 processes, then for every held-out seed: resets the simulator to the seed, lets the policy act, and
 watches ``/sim_robot/task_state`` until the task is solved or the episode times out. Reports the
-success rate, time to success and the policy node's safety events (faults in ``/diagnostics``), as
-JSON and a short text summary. Run it inside the loopback-only namespace::
+success rate, time to success and the policy node's safety events (the distinct fault names its
+``/diagnostics`` reported during the episode: limits hit, stale inputs, policy errors), as JSON and a
+short text summary. Run it inside the loopback-only namespace::
 
     tools/loopback_only.sh pi0-eval --checkpoint runs/tiny/last --backend pi0 --seeds 1000-1019 --out eval.json
 

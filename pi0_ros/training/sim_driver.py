@@ -31,7 +31,7 @@ class SimDriver:
         self.policy_name = policy_name
         self._lock = threading.Lock()
         self.task_state: Optional[Dict[str, Any]] = None
-        self.faults: List[str] = []  # every fault name seen since the last reset, in order
+        self.faults: List[str] = []  # distinct fault names seen since the last reset, in order
         self.reset_pub = self.node.create_publisher(Int32, f"/{sim_name}/reset_seed", 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                              reliability=ReliabilityPolicy.RELIABLE)
@@ -54,7 +54,7 @@ class SimDriver:
             values = {kv.key: kv.value for kv in status.values}
             faults = [f for f in values.get("faults", "").split(",") if f]
             with self._lock:
-                self.faults.extend(f for f in faults if not self.faults or self.faults[-1] != f)
+                self.faults.extend(f for f in faults if f not in self.faults)
 
     def wait_for(self, predicate: Callable[[Dict[str, Any]], bool], timeout: float) -> Optional[Dict[str, Any]]:
         """The first task state satisfying ``predicate`` within ``timeout`` seconds, else None."""
