@@ -186,3 +186,30 @@ def test_watchdog_ages_that_would_disable_or_always_trip_a_watchdog_are_refused(
         setattr(watchdog, field, value)
     with pytest.raises(ValueError, match="head" if field == "camera" else field):
         ControlCore(emb, emb.action_layout("joint_position"), ControlConfig(watchdog=watchdog))
+
+
+def test_gripper_hold_keeps_squeezing_a_grasped_object(emb):
+    # Teleop closes the left gripper on an object: the command says 0 (closed), the fingers stop at 30.
+    # A hold (here: a mode switch) must keep commanding the squeeze, not the measured stroke.
+    core = _core(emb, mode="teleop")
+    _feed(core, emb, 1.0)
+    core.tick(1.0)
+    now = 1.0
+    for _ in range(300):
+        now += DT
+        _feed(core, emb, now, groups=("left_arm", "right_arm", "right_gripper"))
+        core.on_joint_state("left_gripper", emb.groups["left_gripper"].joints, [30.0], now)
+        core.on_teleop_joints(emb.groups["left_gripper"].joints, [0.0], now)
+        commanded = core.tick(now).commands["left_gripper"].position[0]
+    assert commanded < 30.0  # the squeeze is being commanded (within the max step from measured)
+    assert core.request_mode("hold")[0]
+    for _ in range(20):
+        now += DT
+        _feed(core, emb, now, groups=("left_arm", "right_arm", "right_gripper"))
+        core.on_joint_state("left_gripper", emb.groups["left_gripper"].joints, [30.0], now)
+        result = core.tick(now)
+        assert result.mode == "hold"
+        assert result.commands["left_gripper"].position[0] == pytest.approx(commanded)
+    np.testing.assert_allclose(core.hold_commands(now)["left_gripper"].position, [commanded])
+    # Arms still hold at the measured position.
+    np.testing.assert_allclose(result.commands["left_arm"].position, emb.groups["left_arm"].home)

@@ -280,7 +280,8 @@ class ControlCore:
         last = self.limiter.last_command(group)
         if not trusted and last is None:
             return None
-        return hold_target(self.tracker.measured(group), last, trusted)
+        gripper = self.embodiment.groups[group].kind == "gripper"
+        return hold_target(self.tracker.measured(group), last, trusted, prefer_command=gripper)
 
     def _collect_outcomes(self, now: float) -> None:
         if self.worker is None:

@@ -200,8 +200,16 @@ class Watchdog:
         return found
 
 
-def hold_target(measured: Optional[np.ndarray], last_command: Optional[np.ndarray], measured_ok: bool) -> np.ndarray:
-    """Where to hold: the measured position when it can be trusted, else the last safe command."""
+def hold_target(measured: Optional[np.ndarray], last_command: Optional[np.ndarray], measured_ok: bool,
+                prefer_command: bool = False) -> np.ndarray:
+    """Where to hold: the measured position when it can be trusted, else the last safe command.
+
+    ``prefer_command`` (grippers): hold the last safe command whenever there is one. A position-controlled
+    gripper closed on an object measures wider than it was commanded; commanding the measured stroke
+    would stop the squeeze and drop the object.
+    """
+    if prefer_command and last_command is not None:
+        return np.asarray(last_command, dtype=np.float64).copy()
     if measured is not None and measured_ok:
         return np.asarray(measured, dtype=np.float64).copy()
     if last_command is not None:
