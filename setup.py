@@ -66,6 +66,7 @@ setup(
             "recorder = pi0_ros.nodes.recorder:main",
             "pi0-collect = pi0_ros.tools.collect:main",
             "pi0-import-bag = pi0_ros.data.bag_import:main",
+            "pi0-make-checkpoint = pi0_ros.model.make_checkpoint:main",
         ],
     },
 )
