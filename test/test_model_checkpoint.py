@@ -132,3 +132,18 @@ def test_read_checkpoint_rejects_foreign_or_incomplete_directories(source, tmp_p
     os.remove(os.path.join(out, "tokenizer.model"))
     with pytest.raises(CheckpointError, match="tokenizer.model"):
         read_checkpoint(out)
+
+
+def test_legacy_transformers_layout_is_renamed(source):
+    cfg, model = source
+    sd = {}
+    for key, value in openpi_state_dict(model).items():
+        key = key.replace("paligemma.model.language_model.", "paligemma.language_model.model.")
+        key = key.replace("paligemma.lm_head.", "paligemma.language_model.lm_head.")
+        key = key.replace("paligemma.model.vision_tower.", "paligemma.vision_tower.")
+        key = key.replace("paligemma.model.multi_modal_projector.", "paligemma.multi_modal_projector.")
+        sd[f"model.{key}"] = value
+    target = Pi0Model(cfg).eval()
+    report = load_weights(target, sd)
+    assert report.ok and report.legacy_renamed > 0 and report.stripped_prefix == "model."
+    same_actions(model, target)

@@ -1,9 +1,11 @@
 """pi0 weights and checkpoint directories.
 
 Weights: openpi-PyTorch and LeRobot ``model.safetensors`` use our parameter names (LeRobot adds a
-``model.`` prefix, which is stripped). Converted files usually lack the tied token embedding: it is
-filled from ``paligemma.lm_head.weight``. Every missing, unexpected or wrongly-shaped tensor is named in
-a ``LoadReport``, and a strict load refuses to leave a half-loaded model.
+``model.`` prefix, which is stripped; files written with transformers < 4.52 nest PaliGemma as
+``paligemma.language_model.model.*`` / ``paligemma.vision_tower.*``, which is renamed). Converted
+files usually lack the tied token embedding: it is filled from ``paligemma.lm_head.weight``. Every
+missing, unexpected or wrongly-shaped tensor is named in a ``LoadReport``, and a strict load refuses
+to leave a half-loaded model.
 
 Checkpoint directory (ours), written atomically (temp dir + rename)::
 
@@ -45,6 +47,16 @@ _TOP_LEVEL = ("paligemma_with_expert.", "action_in_proj.", "action_out_proj.", "
               "action_time_mlp_in.", "action_time_mlp_out.", "time_mlp_in.", "time_mlp_out.")
 
 
+# transformers < 4.52 nested PaliGemma differently; older LeRobot pi0 files use these names.
+_LEGACY_PALIGEMMA = (
+    ("paligemma_with_expert.paligemma.language_model.model.", "paligemma_with_expert.paligemma.model.language_model."),
+    ("paligemma_with_expert.paligemma.language_model.lm_head.", "paligemma_with_expert.paligemma.lm_head."),
+    ("paligemma_with_expert.paligemma.vision_tower.", "paligemma_with_expert.paligemma.model.vision_tower."),
+    ("paligemma_with_expert.paligemma.multi_modal_projector.",
+     "paligemma_with_expert.paligemma.model.multi_modal_projector."),
+)
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be loaded completely and correctly."""
 
@@ -59,6 +71,7 @@ class LoadReport:
     ignored: List[str] = dataclasses.field(default_factory=list)
     filled: List[str] = dataclasses.field(default_factory=list)
     stripped_prefix: str = ""
+    legacy_renamed: int = 0  # keys moved from the pre-4.52 transformers PaliGemma layout
 
     @property
     def ok(self) -> bool:
@@ -88,6 +101,18 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torc
     return out, stripped
 
 
+def rename_legacy(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], int]:
+    """Map the old transformers PaliGemma nesting onto the current one; returns (dict, renamed count)."""
+    out, renamed = {}, 0
+    for key, value in state_dict.items():
+        for old, new in _LEGACY_PALIGEMMA:
+            if key.startswith(old):
+                key, renamed = new + key[len(old):], renamed + 1
+                break
+        out[key] = value
+    return out, renamed
+
+
 def load_weights(model: Pi0Model, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> LoadReport:
     """Copy ``state_dict`` (openpi or LeRobot layout) into ``model``; see the module docstring.
 
@@ -96,7 +121,8 @@ def load_weights(model: Pi0Model, state_dict: Mapping[str, torch.Tensor], strict
     says what was not.
     """
     sd, stripped = strip_prefix(state_dict)
-    report = LoadReport(stripped_prefix=stripped)
+    sd, legacy = rename_legacy(sd)
+    report = LoadReport(stripped_prefix=stripped, legacy_renamed=legacy)
     if EMBED_KEY not in sd and LM_HEAD_KEY in sd:
         sd[EMBED_KEY] = sd[LM_HEAD_KEY]
         report.filled.append(EMBED_KEY)
