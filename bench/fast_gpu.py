@@ -5,6 +5,7 @@ Standalone (torch only, no ROS, no network), run from the repository root:
     python bench/fast_gpu.py                 # full size (PaliGemma 3B), bf16, CUDA
     python bench/fast_gpu.py --small         # the tiny CPU config, to check the script anywhere
     python bench/fast_gpu.py --compare-pi0   # also time pi0 (10 flow steps) on the same inputs
+    python bench/fast_gpu.py --variants all --profile   # FastGenerator variants + kernel tables
 
 Weights are random (latency does not depend on their values), so decoding never stops by itself:
 every timing runs a fixed number of steps. "End to end" = prefill + ``--action-tokens`` greedy steps
@@ -36,6 +37,20 @@ from pi0_ros.model.pi0_fast import (  # noqa: E402
     StaticKVCache,
     get_pi0_fast_config,
 )
+from pi0_ros.model.pi0_fast_decode import FastGenerator  # noqa: E402
+from pi0_ros.model.tokenizer import EOS_ID  # noqa: E402
+
+# FastGenerator variants: name -> constructor keywords. "|" of the PaliGemma tokenizer is a stand-in id
+# here (the weights are random; only the size of the restricted head matters for timing).
+VARIANTS = {
+    "full": dict(fuse=True, attention="matmul", restrict_vocab=False),
+    "restricted": dict(fuse=True, attention="matmul", restrict_vocab=True),
+    "restricted_sdpa": dict(fuse=True, attention="sdpa", restrict_vocab=True),
+    "restricted_nofuse": dict(fuse=False, attention="matmul", restrict_vocab=True),
+    "restricted_compiled": dict(fuse=True, attention="matmul", restrict_vocab=True, compile_step=True),
+    "full_compiled": dict(fuse=True, attention="matmul", restrict_vocab=False, compile_step=True),
+}
+BAR_ID = 235371
 
 
 def _sync(device: torch.device) -> None:
@@ -88,9 +103,119 @@ def bench_fast(args, device: torch.device, dtype: torch.dtype) -> Dict[str, obje
         model.set_attention_impl("sdpa")
     result: Dict[str, object] = {"config": "pi0_fast_tiny" if args.small else "pi0_fast",
                                  "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
-    for batch in args.batch:
-        result[f"batch_{batch}"] = bench_batch(model, cfg, args, batch, device, dtype)
+    if not args.no_baseline:
+        for batch in args.batch:
+            result[f"batch_{batch}"] = bench_batch(model, cfg, args, batch, device, dtype)
+            print(json.dumps({f"batch_{batch}": result[f"batch_{batch}"]}), flush=True)
+    if args.profile:
+        result["profile"] = profile_steps(model, cfg, args, device, dtype)
+        print(json.dumps({"profile": result["profile"]}, indent=0), flush=True)
+    names = list(VARIANTS) if args.variants == ["all"] else args.variants
+    for name in names:
+        result[f"gen_{name}"] = bench_generator(model, cfg, args, name, device, dtype)
+        print(json.dumps({name: result[f"gen_{name}"]}), flush=True)
     return result
+
+
+def _kernel_table(prof, top: int) -> List[Dict[str, object]]:
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
+        if t > 0 and e.key and not e.key.startswith(("aten::", "cuda", "Memcpy")):
+            rows.append({"kernel": e.key[:70], "calls": e.count, "total_us": round(t, 1)})
+    rows.sort(key=lambda r: -r["total_us"])
+    total = sum(r["total_us"] for r in rows)
+    calls = sum(r["calls"] for r in rows)
+    return [{"kernels": calls, "sum_us": round(total, 1)}] + rows[:top]
+
+
+def profile_steps(model: Pi0FastModel, cfg, args, device: torch.device, dtype: torch.dtype) -> Dict[str, object]:
+    """Kernel tables (device time per kernel) of one eager decode step, old and new, and one prefill."""
+    from torch.profiler import ProfilerActivity, profile
+
+    inputs = make_inputs(cfg, 1, args.prompt_len, device, dtype)
+    slots = cfg.num_cameras * cfg.vision.num_patches + cfg.max_token_len
+    cache = StaticKVCache.allocate(model.language_model.config, 1, slots + cfg.max_decoding_steps, model.dtype, device)
+    out: Dict[str, object] = {}
+    with torch.no_grad():
+        logits, num_valid = model.prefill(inputs, cache)
+        token = torch.argmax(logits, dim=-1)
+        index = torch.tensor([slots], device=device)
+        for _ in range(2):
+            model.decode_step(token, num_valid, index, cache)
+        _sync(device)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model.decode_step(token, num_valid, index, cache)
+            _sync(device)
+        out["decode_step_old"] = _kernel_table(prof, 12)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model.prefill(inputs, cache)
+            _sync(device)
+        out["prefill_old"] = _kernel_table(prof, 10)
+        if args.profile_compiled:
+            out = {}  # only the compiled step's table
+        del cache
+        gen = FastGenerator(model, 1, cfg.max_decoding_steps, restrict_vocab=True, end_ids=_end_ids(cfg),
+                            graphs=False, compile_step=args.profile_compiled)
+        gen.prefill(inputs)
+        for _ in range(2):
+            gen.step()
+        _sync(device)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            gen.step()
+            _sync(device)
+        out["decode_step_new_compiled" if args.profile_compiled else "decode_step_new_eager"] = _kernel_table(prof, 14)
+    gen = None
+    torch.cuda.empty_cache()
+    return out
+
+
+def _end_ids(cfg) -> tuple:
+    return (EOS_ID, BAR_ID if BAR_ID < cfg.first_action_id else 5)
+
+
+def bench_generator(model: Pi0FastModel, cfg, args, name: str, device: torch.device,
+                    dtype: torch.dtype) -> Dict[str, object]:
+    """One FastGenerator variant: build (capture/compile) time, prefill, per-token step, end to end,
+    and agreement with the model's own generate."""
+    new_tokens = args.action_tokens + 1
+    inputs = make_inputs(cfg, 1, args.prompt_len, device, dtype)
+    row: Dict[str, object] = {}
+    try:
+        t0 = time.perf_counter()
+        gen = FastGenerator(model, 1, cfg.max_decoding_steps, end_ids=_end_ids(cfg), **VARIANTS[name])
+        _sync(device)
+        row["build_s"] = round(time.perf_counter() - t0, 2)
+        row["compiled"] = gen.compiled
+    except Exception as err:  # report and go on with the other variants
+        return {"error": repr(err)[:400]}
+    steps = args.decode_steps
+
+    def run_steps():
+        # Rewind the step counters (a few tiny kernels) so every timed run decodes the same slots.
+        gen.step_index.fill_(1)
+        gen.slot.fill_(gen.prompt_slots)
+        gen.position.copy_(start_position)
+        for _ in range(steps):
+            gen.step()
+
+    with torch.no_grad():
+        row["prefill"] = stats(timed(lambda: gen.prefill(inputs), device, args.repeats))
+        gen.prefill(inputs)
+        start_position = gen.position.clone()
+        row["decode_per_token"] = stats([t / steps for t in timed(run_steps, device, args.repeats, warmup=1)])
+        row["generate_end_to_end"] = stats(timed(
+            lambda: gen.generate(inputs, max_new_tokens=new_tokens, stop_at_non_action=False), device,
+            args.repeats))
+        ours = gen.generate(inputs, max_new_tokens=new_tokens, stop_at_non_action=False)[0]
+        ref = model.generate(inputs, max_new_tokens=new_tokens, stop_at_non_action=False)[0]
+        same = (ours == ref).long()
+        row["tokens_equal_to_model_generate"] = f"{int(same.cumprod(0).sum())} first / {int(same.sum())} of {len(ref)}"
+        row["outside_corrections"] = len(gen.last_outside_steps)
+    gen = None  # free its cache and fused weights before the next variant
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
 
 
 def bench_batch(model: Pi0FastModel, cfg, args, batch: int, device: torch.device,
@@ -121,7 +246,7 @@ def bench_batch(model: Pi0FastModel, cfg, args, batch: int, device: torch.device
                 tok = torch.argmax(step_fn(tok, num_valid + k, write_slots[k:k + 1], cache), dim=-1)
             return tok
 
-        eager = timed(lambda: decode_run(model.decode_step), device, args.repeats)
+        eager = timed(lambda: decode_run(model.decode_step), device, min(args.repeats, 3), warmup=1)
         row["decode_eager_per_token"] = stats([t / args.decode_steps for t in eager])
         step = graphed if graphed is not None else model.decode_step
         if graphed is not None:
@@ -188,6 +313,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph decoder")
     parser.add_argument("--compare-pi0", action="store_true")
+    parser.add_argument("--variants", nargs="*", default=[], help=f"FastGenerator variants: all | {list(VARIANTS)}")
+    parser.add_argument("--no-baseline", action="store_true", help="skip Pi0FastModel.generate timings")
+    parser.add_argument("--profile", action="store_true", help="kernel tables of one eager decode step")
+    parser.add_argument("--profile-compiled", action="store_true", help="--profile the compiled new step")
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -203,7 +332,7 @@ def main() -> None:
     }
     summary["pi0_fast"] = bench_fast(args, device, dtype)
     summary["fast_decode_cpu"] = bench_fast_decode_cpu(args)
-    rows = summary["pi0_fast"]["batch_1"] if 1 in args.batch else None
+    rows = summary["pi0_fast"].get("batch_1") if 1 in args.batch else None
     if rows is not None:
         summary["end_to_end_median_ms"] = (rows["generate_end_to_end_model"]["median_ms"]
                                            + summary["fast_decode_cpu"]["median_ms"])
@@ -213,6 +342,28 @@ def main() -> None:
         except Exception as err:  # pi0 is someone else's module: report instead of failing the run
             summary["pi0"] = {"error": repr(err)}
     print(json.dumps(summary, indent=1))
+    print_table(summary)
+
+
+def print_table(summary: Dict[str, object]) -> None:
+    """Short medians table (the last lines of the output)."""
+    fast = summary["pi0_fast"]
+    print("variant | build s | prefill ms | per token ms | end to end ms | tokens equal")
+    base = fast.get("batch_1")
+    if base:
+        graph = base.get("decode_graph_per_token", base["decode_eager_per_token"])["median_ms"]
+        print(f"baseline | - | {base['prefill']['median_ms']:.2f} | {graph:.3f} (eager "
+              f"{base['decode_eager_per_token']['median_ms']:.2f}) | "
+              f"{base['generate_end_to_end_model']['median_ms']:.1f} | -")
+    for key, row in fast.items():
+        if not key.startswith("gen_"):
+            continue
+        if "error" in row:
+            print(f"{key[4:]} | error {row['error'][:150]}")
+            continue
+        print(f"{key[4:]} | {row['build_s']} | {row['prefill']['median_ms']:.2f} | "
+              f"{row['decode_per_token']['median_ms']:.3f} | {row['generate_end_to_end']['median_ms']:.1f} | "
+              f"{row['tokens_equal_to_model_generate']}")
 
 
 if __name__ == "__main__":

@@ -65,3 +65,22 @@ def test_policy_interface_and_undecodable_output_is_raised_and_counted(ckpt_dir)
     with pytest.raises(PolicyInputError):
         policy.infer({**obs, "images": {"unknown": np.zeros((4, 4, 3), np.uint8)}})
     assert policy.stats["inferences"] == 3
+
+
+def test_fast_generator_policy_gives_the_same_results_as_model_generate(ckpt_dir):
+    plain = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu", fast_decode=False)
+    fast = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu", fast_decode=True)
+    assert plain.generator is None and fast.generator is not None and fast.generator.restrict_vocab
+    obs = {"images": {"head": np.zeros((30, 40, 3), np.uint8)}, "prompt": "pick up the cube"}
+    for seed in range(2):
+        obs["state"] = np.random.default_rng(seed).uniform(-1, 1, 4)
+        outcome = []
+        for policy in (plain, fast):
+            try:
+                outcome.append(policy.infer(obs)["actions"])
+            except FastDecodeError as err:
+                outcome.append(str(err))
+        if isinstance(outcome[0], str):
+            assert outcome[1] == outcome[0]
+        else:
+            np.testing.assert_array_equal(outcome[1], outcome[0])

@@ -13,7 +13,9 @@ Parameters sit under ``paligemma_with_expert.paligemma`` like pi0's, so openpi/L
 weights load through ``pi0_ros.model.checkpoint.load_weights`` unchanged.
 
 The decoder cache is static (``StaticKVCache``: fixed length, written in place at a tensor index), so a
-decode step has fixed shapes and can be captured in a CUDA graph (``GraphedDecoder``).
+decode step has fixed shapes and can be captured in a CUDA graph (``GraphedDecoder``). The fast path for
+deployment (fused projections, graphed prefill and self-advancing graphed steps, restricted LM head) is
+``pi0_ros.model.pi0_fast_decode.FastGenerator``; ``generate`` here is the reference it is tested against.
 """
 
 from __future__ import annotations
@@ -309,6 +311,12 @@ class Pi0FastModel(nn.Module):
         The prompt's own attention (bidirectional prefix, causal postfix) is applied exactly: it is
         one uncached pass whose K/V are copied into the cache.
         """
+        last_hidden, num_valid = self.prefill_hidden(inputs, cache)
+        return self.paligemma.logits(last_hidden), num_valid
+
+    def prefill_hidden(self, inputs: Pi0FastInputs, cache: StaticKVCache) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``prefill`` without the LM head: (final-normed hidden [B, W] of each row's last valid token,
+        valid tokens per row [B]). No host sync, so it can be captured in a CUDA graph."""
         embs, pad, ar = self.embed_inputs(inputs)
         b, n = pad.shape
         if b != cache.batch or n > cache.length:
@@ -325,8 +333,7 @@ class Pi0FastModel(nn.Module):
         num_valid = pad.sum(dim=1)
         # The last valid token of each row (rows may have pads in the middle: masked cameras, text pad).
         last = torch.argmax(torch.where(pad, positions, -1), dim=1)
-        last_hidden = hidden[torch.arange(b, device=hidden.device), last]
-        return self.paligemma.logits(last_hidden), num_valid
+        return hidden[torch.arange(b, device=hidden.device), last], num_valid
 
     def decode_step(self, tokens: torch.Tensor, positions: torch.Tensor, write_index: torch.Tensor,
                     cache: StaticKVCache) -> torch.Tensor:

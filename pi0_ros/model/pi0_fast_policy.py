@@ -21,7 +21,9 @@ from pi0_ros.model.fast_tokenizer import FastDecodeError
 from pi0_ros.model.normalization import normalize
 from pi0_ros.model.pi0_fast import Pi0FastInputs
 from pi0_ros.model.pi0_fast_checkpoint import FastCheckpoint, build_fast_model, read_fast_checkpoint
+from pi0_ros.model.pi0_fast_decode import FastGenerator
 from pi0_ros.model.policy import IMAGE_SLOTS, Pi0Policy, Pi0PolicyConfig
+from pi0_ros.model.tokenizer import EOS_ID
 from pi0_ros.policy_api import Observation, PolicyInputError, PolicyResult
 
 
@@ -29,7 +31,11 @@ class Pi0FastPolicy(Pi0Policy):
     """pi0-FAST behind the Policy protocol; shares pi0's observation checks and output transforms."""
 
     def __init__(self, checkpoint: FastCheckpoint, device: Optional[str] = None,
-                 dtype: Optional[torch.dtype] = None):
+                 dtype: Optional[torch.dtype] = None, fast_decode: Optional[bool] = None):
+        """``fast_decode`` (default: on CUDA): generate with a ``FastGenerator`` (fused weights, CUDA
+        graphs, on CUDA a torch.compile-d step, LM head restricted to the FAST ids + "|"/EOS with its
+        full-vocabulary check), built here so the first inference pays no capture/compile (~30 s
+        once on an H100); otherwise ``Pi0FastModel.generate``."""
         # Not Pi0Policy.__init__: that builds a pi0 network. The attributes its checks use are set here.
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model_config = checkpoint.model_config
@@ -55,12 +61,19 @@ class Pi0FastPolicy(Pi0Policy):
             model.set_attention_impl("sdpa")
         self.model = model.to(self.device)
         self.stats: Dict[str, int] = {"inferences": 0, "decode_failures": 0}
+        if fast_decode is None:
+            fast_decode = self.device.type == "cuda"
+        self.generator: Optional[FastGenerator] = None
+        if fast_decode:
+            self.generator = FastGenerator(self.model, batch=1, restrict_vocab=True,
+                                           end_ids=(EOS_ID, self.builder.end_ids[0]),
+                                           compile_step=self.device.type == "cuda")
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir: str, device: Optional[str] = None,  # type: ignore[override]
-                        dtype: Optional[torch.dtype] = None) -> "Pi0FastPolicy":
+                        dtype: Optional[torch.dtype] = None, fast_decode: Optional[bool] = None) -> "Pi0FastPolicy":
         """Build from a directory written by ``pi0_fast_checkpoint``."""
-        return cls(read_fast_checkpoint(ckpt_dir), device=device, dtype=dtype)
+        return cls(read_fast_checkpoint(ckpt_dir), device=device, dtype=dtype, fast_decode=fast_decode)
 
     @property
     def metadata(self) -> Dict[str, Any]:
@@ -100,8 +113,12 @@ class Pi0FastPolicy(Pi0Policy):
         t0 = time.perf_counter()
         inputs, state = self.prepare(observation)
         t1 = time.perf_counter()
+        check_every = 4 if self.device.type == "cuda" else 1
         with torch.inference_mode():
-            generated = self.model.generate(inputs, check_every=4 if self.device.type == "cuda" else 1)
+            if self.generator is not None:
+                generated = self.generator.generate(inputs, check_every=check_every)
+            else:
+                generated = self.model.generate(inputs, check_every=check_every)
         ids = generated[0].cpu().tolist()
         t2 = time.perf_counter()
         self.stats["inferences"] += 1
