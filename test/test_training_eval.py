@@ -58,3 +58,31 @@ def test_episode_loop_and_summary():
     assert summary["success_rate"] == 0.5 and summary["safety_events"] == 1
     assert summary["reset_failures"] == 1 and summary["time_to_success_s_median"] is not None
     assert "2/4 successes (50 %)" in format_text(summary, "ckpt")
+
+
+class DistanceDriver(FakeDriver):
+    """The left arm closes in on the red cube (left of the robot) and touches it on the third look."""
+
+    def __init__(self):
+        super().__init__()
+        self.looks = 0
+
+    def current_state(self):
+        return {"objects": {"red": {"position": [0.5, 0.2, 0.0]}}}
+
+    def wait_for(self, predicate, timeout):
+        for d in (0.3, 0.1, 0.01):
+            state = {"touched": {"left_arm": ["red"] if d < 0.02 else []}, "distances": {"left_arm": {"red": d}}}
+            if predicate(state):
+                return state
+        return None
+
+
+def test_expert_plan_gives_the_task_and_tracks_the_closest_approach():
+    from pi0_ros.training.evaluate import expert_plan
+
+    driver = DistanceDriver()
+    (episode,) = run_episodes(driver, [3], expert_plan, timeout=0.01, log=lambda m: None)
+    assert driver.instruction == "touch the red cube with the left hand"
+    assert episode["success"] and episode["start_distance_m"] == 0.3 and episode["min_distance_m"] == 0.01
+    assert summarize([episode])["min_distance_m_median"] == 0.01

@@ -20,6 +20,7 @@ checkpoint's training.json) unless ``--control-hz`` says otherwise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 
 def parse_seeds(text: str) -> List[int]:
@@ -64,7 +65,14 @@ def summarize(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
         "safety_events": sum(len(e["faults"]) for e in episodes),
         "episodes_with_safety_events": sum(1 for e in episodes if e["faults"]),
         "reset_failures": sum(1 for e in episodes if not e["reset_ok"]),
+        "min_distance_m_median": _median([e.get("min_distance_m") for e in episodes]),
+        "start_distance_m_median": _median([e.get("start_distance_m") for e in episodes]),
     }
+
+
+def _median(values: List[Optional[float]]) -> Optional[float]:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def format_text(summary: Dict[str, Any], label: str) -> str:
@@ -73,26 +81,42 @@ def format_text(summary: Dict[str, Any], label: str) -> str:
     return (f"{label}: {summary['successes']}/{summary['episodes']} successes "
             f"({100 * summary['success_rate']:.0f} %), median time to success "
             f"{'-' if med is None else f'{med:.1f} s'}, {summary['safety_events']} safety event(s) in "
-            f"{summary['episodes_with_safety_events']} episode(s), {summary['reset_failures']} reset failure(s)")
+            f"{summary['episodes_with_safety_events']} episode(s), {summary['reset_failures']} reset failure(s)"
+            + ("" if summary.get("min_distance_m_median") is None else
+               f", median distance to the target {summary['start_distance_m_median']:.3f} m at the start, "
+               f"{summary['min_distance_m_median']:.3f} m at the closest"))
 
 
-Plan = Callable[[int, Dict[str, Any]], Tuple[Optional[str], Callable[[Dict[str, Any]], bool]]]
+@dataclasses.dataclass
+class EpisodeTask:
+    """What one episode asks for: the instruction (None: leave the node's), the success test, and
+    optionally a distance to the goal (metres) whose minimum over the episode is reported."""
+
+    instruction: Optional[str]
+    solved: Callable[[Dict[str, Any]], bool]
+    distance: Optional[Callable[[Dict[str, Any]], float]] = None
+
+
+Plan = Callable[[int, Dict[str, Any]], EpisodeTask]
 
 
 def fixed_plan(instruction: Optional[str], solved: Callable[[Dict[str, Any]], bool]) -> Plan:
     """The same instruction and success test for every seed."""
-    return lambda seed, state: (instruction, solved)
+    return lambda seed, state: EpisodeTask(instruction, solved)
 
 
-def expert_plan(seed: int, state: Dict[str, Any]):
+def expert_plan(seed: int, state: Dict[str, Any]) -> EpisodeTask:
     """The demonstrations' task for this seed (``pi0_ros.sim.expert.choose_task``, seeded like
-    pi0-collect): instruction "touch the <object> cube with the <hand>", success when that arm touched it."""
+    pi0-collect): "touch the <object> cube with the <hand>", success when that arm touched it; the
+    distance is that arm's grasp point to that cube."""
     import numpy as np
 
     from pi0_ros.sim.expert import choose_task
 
     task = choose_task(state, np.random.default_rng(seed))
-    return task.instruction, lambda s: task.object in s.get("touched", {}).get(task.arm, [])
+    return EpisodeTask(task.instruction,
+                       lambda s: task.object in s.get("touched", {}).get(task.arm, []),
+                       lambda s: float(s.get("distances", {}).get(task.arm, {}).get(task.object, float("nan"))))
 
 
 def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
@@ -101,17 +125,28 @@ def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
     results = []
     for seed in seeds:
         reset_ok = driver.reset(seed)
-        instruction, solved = plan(seed, driver.current_state() or {}) if reset_ok else (None, None)
-        if instruction is not None:
-            driver.publish_instruction(instruction)
+        task = plan(seed, driver.current_state() or {}) if reset_ok else None
+        distances: List[float] = []
+
+        def solved(s: Dict[str, Any], task=task, distances=distances) -> bool:
+            if task.distance is not None:
+                distances.append(task.distance(s))
+            return task.solved(s)
+
+        if task is not None and task.instruction is not None:
+            driver.publish_instruction(task.instruction)
         t0 = time.monotonic()
         state = driver.wait_for(solved, timeout) if reset_ok else None
         elapsed = time.monotonic() - t0
-        result = {"seed": seed, "instruction": instruction, "reset_ok": reset_ok, "success": state is not None,
-                  "time_to_success_s": elapsed if state is not None else None, "faults": driver.faults_since_reset()}
+        finite = [d for d in distances if d == d]
+        result = {"seed": seed, "instruction": task.instruction if task else None, "reset_ok": reset_ok,
+                  "success": state is not None, "time_to_success_s": elapsed if state is not None else None,
+                  "start_distance_m": finite[0] if finite else None,
+                  "min_distance_m": min(finite) if finite else None, "faults": driver.faults_since_reset()}
         results.append(result)
-        log(f"seed {seed}: {'success' if result['success'] else 'failure'} after {elapsed:.1f} s"
-            + (f" ({instruction})" if instruction else "")
+        extra = "" if not finite else f", distance {finite[0]:.3f} -> min {min(finite):.3f} m"
+        log(f"seed {seed}: {'success' if result['success'] else 'failure'} after {elapsed:.1f} s{extra}"
+            + (f" ({result['instruction']})" if result["instruction"] else "")
             + (f", faults {result['faults']}" if result["faults"] else ""))
     return results
 
