@@ -10,6 +10,8 @@ Modes:
   graph    the same kernels captured once in CUDA graphs and replayed (static shapes and buffers)
   compile  torch.compile (Inductor, fused norms/RoPE/GeGLU) of prefill and denoise_step, then CUDA graphs
   autotune as compile, with denoise_step compiled in max-autotune-no-cudagraphs mode
+  kgraph, kcompile   graph / compile with the Triton kernels of the denoising steps
+           (Pi0Model.enable_gpu_kernels: split-K suffix attention, skinny GEMMs where faster than cuBLAS)
 
 Usage (device machine): python3 bench/pi0_gpu.py --modes eager,graph,compile --out $OUT/pi0_gpu.json
 CPU smoke test:         python bench/pi0_gpu.py --config pi0_test --device cpu --modes eager --iters 3
@@ -122,12 +124,22 @@ def run_mode(mode: str, model: Pi0Model, inputs: Pi0Inputs, noise: torch.Tensor,
     inputs = Pi0Inputs(*(t.clone() for t in (inputs.images, inputs.image_masks, inputs.tokens,
                                               inputs.token_masks, inputs.state)))
     noise = noise.clone()
+    kernels_on = mode.startswith("k")
+    base = mode[1:] if kernels_on else mode
+    if kernels_on:
+        t_k = time.perf_counter()
+        result["kernel_tuning"] = model.enable_gpu_kernels()
+        sync(device)
+        result["kernel_setup_s"] = time.perf_counter() - t_k
+        print("\n".join(result["kernel_tuning"]), flush=True)
+    else:
+        model.disable_gpu_kernels()
     prefill, step = model.prefill, model.denoise_step
-    if mode in ("compile", "autotune"):
+    if base in ("compile", "autotune"):
         prefill = torch.compile(model.prefill, dynamic=False, fullgraph=False)
         # autotune: Inductor benchmarks Triton GEMM templates against cuBLAS for the skinny (51-row)
         # matmuls of the denoising step; CUDA graphs stay ours.
-        step_mode = "max-autotune-no-cudagraphs" if mode == "autotune" else None
+        step_mode = "max-autotune-no-cudagraphs" if base == "autotune" else None
         step = torch.compile(model.denoise_step, dynamic=False, fullgraph=False, mode=step_mode)
     st = Stages(model, inputs, noise, args.steps, prefill, step)
     if device.type == "cuda":
@@ -138,7 +150,7 @@ def run_mode(mode: str, model: Pi0Model, inputs: Pi0Inputs, noise: torch.Tensor,
         sync(device)
         result["first_call_ms"] = (time.perf_counter() - t0) * 1e3
         result["rel_err_vs_fp32"] = rel_err(first, ref)
-        if mode == "eager":
+        if base == "eager":
             for _ in range(args.warmup):
                 st.full()
             sync(device)

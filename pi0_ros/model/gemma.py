@@ -29,6 +29,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+from pi0_ros.model import kernels
+
 # Matches openpi/big_vision: the most negative bf16-representable fill, finite so no NaN appears in a
 # fully masked (padding) row.
 ATTENTION_MASK_VALUE = -2.3819763e38
@@ -89,13 +91,17 @@ class GemmaMLP(nn.Module):
         self.down_proj = nn.Linear(mlp_dim, width, bias=False)
 
         self.gate_up_weight: Optional[torch.Tensor] = None
+        # Skinny-GEMM kernel configs (kernels.tune_linear; None = cuBLAS), set by Pi0Model.enable_gpu_kernels.
+        self.gate_up_gemm: Optional[kernels.LinearConfig] = None
+        self.down_gemm: Optional[kernels.LinearConfig] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up_weight is not None:
-            gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)
+            gate, up = linear(x, self.gate_up_weight, self.gate_up_gemm).chunk(2, dim=-1)
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(F.gelu(gate, approximate="tanh") * up)
+        h = F.gelu(gate, approximate="tanh") * up
+        return self.down_proj(h) if self.down_gemm is None else linear(h, self.down_proj.weight, self.down_gemm)
 
     def fuse(self) -> None:
         """One [gate; up] matmul instead of two (see ``fuse_linears``)."""
@@ -113,16 +119,32 @@ class GemmaAttentionProjections(nn.Module):
         self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.width, bias=False)
         self.q_size, self.kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         self.qkv_weight: Optional[torch.Tensor] = None
+        # Skinny-GEMM kernel configs (None = cuBLAS), set by Pi0Model.enable_gpu_kernels.
+        self.qkv_gemm: Optional[kernels.LinearConfig] = None
+        self.o_gemm: Optional[kernels.LinearConfig] = None
 
     def project_qkv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, L, width] -> q [B, L, H*D], k, v [B, L, KV*D] (one matmul once fused)."""
         if self.qkv_weight is not None:
-            return F.linear(x, self.qkv_weight).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            return linear(x, self.qkv_weight, self.qkv_gemm).split([self.q_size, self.kv_size, self.kv_size],
+                                                                    dim=-1)
         return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def project_out(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention output [B, L, H*D] -> [B, L, width] (o_proj)."""
+        return self.o_proj(x) if self.o_gemm is None else linear(x, self.o_proj.weight, self.o_gemm)
 
     def fuse(self) -> None:
         """One [q; k; v] matmul instead of three (see ``fuse_linears``)."""
         self.qkv_weight = fuse_linears([self.q_proj, self.k_proj, self.v_proj])
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, gemm: Optional[kernels.LinearConfig] = None) -> torch.Tensor:
+    """Bias-free ``F.linear``, or the skinny-GEMM Triton kernel where ``gemm`` holds a tuned config, x is
+    on CUDA and no gradient is recorded (the kernel has no backward; CPU always takes F.linear)."""
+    if gemm is not None and x.is_cuda and not torch.is_grad_enabled():
+        return kernels.skinny_linear(x, weight, gemm)
+    return F.linear(x, weight)
 
 
 def fuse_linears(linears: Sequence[nn.Linear]) -> torch.Tensor:
@@ -234,16 +256,19 @@ def rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> tor
 def prepare_mask(attn_mask: torch.Tensor, groups: int, impl: str, dtype: torch.dtype) -> torch.Tensor:
     """Turn a bool mask [B, L, S] into what ``attention`` consumes (once per forward, not per layer).
 
-    eager: bool [B, 1, 1, L, S]; sdpa: additive float bias [B, 1, G*L, S] matching the folded queries.
+    eager: bool [B, 1, 1, L, S]; sdpa: additive float bias [B, 1, G*L, S] matching the folded queries;
+    triton (suffix over a cached prefix only, see ``kernels.suffix_attention``): uint8 [B, L, S].
     """
     if impl == "eager":
         return attn_mask[:, None, None]
+    if impl == "triton":
+        return attn_mask.to(torch.uint8).contiguous()
     if impl == "sdpa":
         b, length, s = attn_mask.shape
         bias = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device)
         bias = bias.masked_fill(~attn_mask, torch.finfo(dtype).min)
         return bias[:, None, None].expand(b, 1, groups, length, s).reshape(b, 1, groups * length, s)
-    raise ValueError(f"unknown attention implementation {impl!r} (eager | sdpa)")
+    raise ValueError(f"unknown attention implementation {impl!r} (eager | sdpa | triton)")
 
 
 def attention(
@@ -264,6 +289,8 @@ def attention(
     kv = k.shape[1]
     groups = h // kv
     qg = q.reshape(b, kv, groups * length, d)
+    if impl == "triton":  # the kernel's mask form, where the kernel does not apply: the eager math
+        mask, impl = mask.bool()[:, None, None], "eager"
     if impl == "sdpa":
         out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=1.0)
     else:
@@ -347,14 +374,20 @@ def joint_forward(
         v = torch.cat(vs, dim=2)
         # Scale q after RoPE in fp32, then cast: the same numbers openpi computes.
         q = (q.float() * scale).to(q.dtype)
-        if past_kv is not None:
-            k = torch.cat([past_kv[layer_idx][0].to(k.dtype), k], dim=2)
-            v = torch.cat([past_kv[layer_idx][1].to(v.dtype), v], dim=2)
-        out = attention(q, k, v, mask, attn_impl)  # [B, H, sum(L), D]
-        out = out.transpose(1, 2).reshape(out.shape[0], -1, ref.num_heads * ref.head_dim)
+        if (attn_impl == "triton" and past_kv is not None and not use_cache and q.is_cuda
+                and not torch.is_grad_enabled()):
+            # Split-K Triton kernel over [cached prefix, own K/V] without concatenating them -> [B, L, H*D]
+            out = torch.ops.pi0.suffix_attention(q, past_kv[layer_idx][0].to(k.dtype),
+                                                 past_kv[layer_idx][1].to(v.dtype), k, v, mask)
+        else:
+            if past_kv is not None:
+                k = torch.cat([past_kv[layer_idx][0].to(k.dtype), k], dim=2)
+                v = torch.cat([past_kv[layer_idx][1].to(v.dtype), v], dim=2)
+            out = attention(q, k, v, mask, attn_impl)  # [B, H, sum(L), D]
+            out = out.transpose(1, 2).reshape(out.shape[0], -1, ref.num_heads * ref.head_dim)
         for i, chunk in zip(present, torch.split(out, lengths, dim=1), strict=True):
             layer = models[i].layers[layer_idx]
-            h = hidden[i] + layer.self_attn.o_proj(chunk.to(hidden[i].dtype))
+            h = hidden[i] + layer.self_attn.project_out(chunk.to(hidden[i].dtype))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
             hidden[i] = h
         return (*(hidden[i] for i in present), k, v)

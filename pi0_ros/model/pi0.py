@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -115,6 +115,7 @@ class Pi0Model(nn.Module):
         self.action_out_proj = nn.Linear(ew, cfg.action_dim)
         self.attn_impl = "eager"
         self.suffix_attn_impl = "eager"
+        self._kernel_tuning: Dict[str, object] = {}  # enable_gpu_kernels' measured choices, per process
 
     # ----------------------------------------------------------------------------------- dtype / impl
     def set_inference_dtype(self, dtype: torch.dtype) -> "Pi0Model":
@@ -135,13 +136,64 @@ class Pi0Model(nn.Module):
     def set_attention_impl(self, impl: str, suffix_impl: Optional[str] = None) -> "Pi0Model":
         """``eager`` (fp32 logits/softmax, exact) or ``sdpa`` (fused kernels) for the vision tower and
         the prefix; ``suffix_impl`` (default: the same) for the denoising steps, whose 51 queries leave
-        a fused kernel with too few blocks to fill a GPU, so matmul-based eager attention wins there."""
+        a fused kernel with too few blocks to fill a GPU, so matmul-based eager attention wins there.
+        ``suffix_impl="triton"``: the split-K Triton kernel (``kernels.suffix_attention``) on CUDA without
+        autograd, the eager math elsewhere (normally set through ``enable_gpu_kernels``)."""
         for name in (impl, suffix_impl or impl):
-            if name not in ("eager", "sdpa"):
+            if name not in ("eager", "sdpa", "triton") or (name == "triton" and name == impl):
                 raise ValueError(f"unknown attention implementation {name!r}")
         self.attn_impl = impl
         self.suffix_attn_impl = suffix_impl or impl
         self.paligemma_with_expert.paligemma.model.vision_tower.set_attention_impl(impl)
+        return self
+
+    def enable_gpu_kernels(self, attention: bool = True, gemm: bool = True) -> List[str]:
+        """CUDA inference speed-ups of the denoising steps (Triton; see ``kernels``): the split-K suffix
+        attention and, for each action-expert projection shape, the skinny GEMM where it beats cuBLAS
+        on this device. Timed once per process on the device (tens of seconds, mostly Triton
+        compilation); call after ``set_inference_dtype``, ``.cuda()`` and ``fuse_projections``, before
+        torch.compile / CUDA-graph capture. Returns the tuning log. Gradients and CPU tensors keep the
+        reference path; ``disable_gpu_kernels`` undoes this."""
+        from pi0_ros.model import kernels
+
+        if not kernels.triton_available():
+            raise RuntimeError("enable_gpu_kernels needs a CUDA device and triton")
+        expert = self.paligemma_with_expert.gemma_expert.model
+        ecfg, vcfg = self.config.expert, self.config.vision
+        rows = 1 + self.config.action_horizon
+        device, dtype = expert.layers[0].mlp.up_proj.weight.device, self._tower_dtype
+        log: List[str] = []
+        if attention:
+            if "attention" not in self._kernel_tuning:
+                prefix = self.config.num_cameras * (vcfg.image_size // vcfg.patch_size) ** 2 + self.config.max_token_len
+                self._kernel_tuning["attention"] = kernels.tune_attention(
+                    1, ecfg.num_heads, ecfg.num_kv_heads, rows, prefix, ecfg.head_dim, dtype, device, log)
+            kernels.ATTENTION_CONFIG = self._kernel_tuning["attention"]
+            self.suffix_attn_impl = "triton"
+        if gemm:
+            layer = expert.layers[0]
+            if layer.self_attn.qkv_weight is None or layer.mlp.gate_up_weight is None:
+                raise RuntimeError("enable_gpu_kernels(gemm=True) needs fuse_projections() first")
+            shapes = {"qkv": tuple(layer.self_attn.qkv_weight.shape), "o": tuple(layer.self_attn.o_proj.weight.shape),
+                      "gate_up": tuple(layer.mlp.gate_up_weight.shape),
+                      "down": tuple(layer.mlp.down_proj.weight.shape)}
+            for name, (n, k) in shapes.items():
+                if name not in self._kernel_tuning:
+                    self._kernel_tuning[name] = kernels.tune_linear(rows, n, k, dtype, device, log)
+            for layer in expert.layers:
+                layer.self_attn.qkv_gemm = self._kernel_tuning["qkv"]
+                layer.self_attn.o_gemm = self._kernel_tuning["o"]
+                layer.mlp.gate_up_gemm = self._kernel_tuning["gate_up"]
+                layer.mlp.down_gemm = self._kernel_tuning["down"]
+        return log
+
+    def disable_gpu_kernels(self) -> "Pi0Model":
+        """Back to the reference kernels for the denoising steps (eager suffix attention, cuBLAS)."""
+        if self.suffix_attn_impl == "triton":
+            self.suffix_attn_impl = "eager"
+        for layer in self.paligemma_with_expert.gemma_expert.model.layers:
+            layer.self_attn.qkv_gemm = layer.self_attn.o_gemm = None
+            layer.mlp.gate_up_gemm = layer.mlp.down_gemm = None
         return self
 
     @property
