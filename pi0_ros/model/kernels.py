@@ -34,7 +34,7 @@ MASK_FILL = -2.3819763e38
 
 # (block_m, block_n, split_len, num_warps, num_stages) of the split-K attention; tune_attention sets it.
 AttentionConfig = Tuple[int, int, int, int, int]
-DEFAULT_ATTENTION_CONFIG: AttentionConfig = (64, 64, 128, 8, 2)
+DEFAULT_ATTENTION_CONFIG: AttentionConfig = (64, 32, 128, 8, 2)
 ATTENTION_CONFIG: AttentionConfig = DEFAULT_ATTENTION_CONFIG
 
 # (block_m, block_n, block_k, split, num_warps, num_stages) of the skinny GEMM.
@@ -65,7 +65,7 @@ def _kernels() -> Dict[str, Callable]:
     @triton.jit
     def attn_partial_kernel(
         q_ptr, kp_ptr, vp_ptr, ks_ptr, vs_ptr, mask_ptr, po_ptr, pm_ptr, pl_ptr,
-        R, L, P, S, G, KVH, n_splits, split_len,
+        R, L, P, G, KVH, n_splits, split_len,
         sq_b, sq_h, sq_l, sq_d,
         skp_b, skp_h, skp_s, skp_d,
         svp_b, svp_h, svp_s, svp_d,
@@ -74,6 +74,8 @@ def _kernels() -> Dict[str, Callable]:
         sm_b, sm_l, sm_s,
         D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FILL: tl.constexpr,
     ):
+        # Splits 0 .. n_splits-2 cover the cached prefix (split_len keys each), the last split the
+        # suffix's own L keys: each program reads ONE tensor with plain (tail-masked) loads.
         pid_m = tl.program_id(0)
         pid_s = tl.program_id(1)
         pid_bh = tl.program_id(2)
@@ -85,39 +87,46 @@ def _kernels() -> Dict[str, Callable]:
         g = rows_c // L
         lq = rows_c % L
         d = tl.arange(0, D)
+        rn = tl.arange(0, BLOCK_N)
         q = tl.load(q_ptr + b * sq_b + (kvh * G + g)[:, None] * sq_h + lq[:, None] * sq_l + d[None, :] * sq_d)
+        zero = pid_s * 0
+        if pid_s < n_splits - 1:
+            lo = pid_s * split_len
+            hi = tl.minimum(lo + split_len, P)
+            col_off = zero
+            k_ptrs = kp_ptr + b * skp_b + kvh * skp_h + (lo + rn)[:, None] * skp_s + d[None, :] * skp_d
+            v_ptrs = vp_ptr + b * svp_b + kvh * svp_h + (lo + rn)[:, None] * svp_s + d[None, :] * svp_d
+            k_step = zero + BLOCK_N * skp_s
+            v_step = zero + BLOCK_N * svp_s
+        else:
+            lo = zero
+            hi = zero + L
+            col_off = zero + P
+            k_ptrs = ks_ptr + b * sks_b + kvh * sks_h + rn[:, None] * sks_s + d[None, :] * sks_d
+            v_ptrs = vs_ptr + b * svs_b + kvh * svs_h + rn[:, None] * svs_s + d[None, :] * svs_d
+            k_step = zero + BLOCK_N * sks_s
+            v_step = zero + BLOCK_N * svs_s
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
-        start = pid_s * split_len
-        end = tl.minimum(start + split_len, S)
-        for n0 in range(start, end, BLOCK_N):
-            cols = n0 + tl.arange(0, BLOCK_N)
-            col_ok = cols < end
-            in_p = cols < P
-            cp = tl.minimum(cols, P - 1)
-            cs = tl.minimum(tl.maximum(cols - P, 0), S - P - 1)
-            k_pre = tl.load(kp_ptr + b * skp_b + kvh * skp_h + cp[:, None] * skp_s + d[None, :] * skp_d,
-                            mask=in_p[:, None], other=0.0)
-            k_suf = tl.load(ks_ptr + b * sks_b + kvh * sks_h + cs[:, None] * sks_s + d[None, :] * sks_d,
-                            mask=(~in_p & col_ok)[:, None], other=0.0)
-            k = tl.where(in_p[:, None], k_pre, k_suf)
+        m_ptrs = mask_ptr + b * sm_b + lq[:, None] * sm_l + (col_off + lo + rn)[None, :] * sm_s
+        for n0 in range(lo, hi, BLOCK_N):
+            col_ok = n0 + rn < hi
+            k = tl.load(k_ptrs, mask=col_ok[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=col_ok[:, None], other=0.0)
+            allowed = tl.load(m_ptrs, mask=col_ok[None, :], other=0)
             logits = tl.dot(q, tl.trans(k))  # [BLOCK_M, BLOCK_N] fp32
-            allowed = tl.load(mask_ptr + b * sm_b + lq[:, None] * sm_l + cols[None, :] * sm_s,
-                              mask=col_ok[None, :], other=0)
             logits = tl.where(allowed != 0, logits, FILL)
             logits = tl.where(col_ok[None, :], logits, float("-inf"))  # past the slice: no weight at all
             m_new = tl.maximum(m_i, tl.max(logits, 1))
             alpha = tl.exp(m_i - m_new)
             p = tl.exp(logits - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            v_pre = tl.load(vp_ptr + b * svp_b + kvh * svp_h + cp[:, None] * svp_s + d[None, :] * svp_d,
-                            mask=in_p[:, None], other=0.0)
-            v_suf = tl.load(vs_ptr + b * svs_b + kvh * svs_h + cs[:, None] * svs_s + d[None, :] * svs_d,
-                            mask=(~in_p & col_ok)[:, None], other=0.0)
-            v = tl.where(in_p[:, None], v_pre, v_suf)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m_i = m_new
+            k_ptrs += k_step
+            v_ptrs += v_step
+            m_ptrs += BLOCK_N * sm_s
         base = pid_bh * n_splits + pid_s
         tl.store(po_ptr + (base * R + rows)[:, None] * D + d[None, :], acc, mask=row_ok[:, None])
         tl.store(pm_ptr + base * R + rows, m_i, mask=row_ok)
@@ -209,11 +218,11 @@ def attention_triton(q: torch.Tensor, k_prefix: torch.Tensor, v_prefix: torch.Te
     b, h, length, d = q.shape
     kvh, p = k_prefix.shape[1], k_prefix.shape[2]
     groups = h // kvh
-    rows, s = groups * length, p + length
+    rows = groups * length
     if mask.dtype == torch.bool:
         mask = mask.view(torch.uint8)
     split_len = max(block_n, split_len // block_n * block_n)
-    n_splits = kern["cdiv"](s, split_len)
+    n_splits = kern["cdiv"](p, split_len) + 1  # prefix slices + the suffix
     po = torch.empty((b * kvh, n_splits, rows, d), dtype=torch.float32, device=q.device)
     pm = torch.empty((b * kvh, n_splits, rows), dtype=torch.float32, device=q.device)
     pl = torch.empty_like(pm)
@@ -221,12 +230,12 @@ def attention_triton(q: torch.Tensor, k_prefix: torch.Tensor, v_prefix: torch.Te
     grid = (kern["cdiv"](rows, block_m), n_splits, b * kvh)
     kern["attn_partial"][grid](
         q, k_prefix, v_prefix, k_suffix, v_suffix, mask, po, pm, pl,
-        rows, length, p, s, groups, kvh, n_splits, split_len,
+        rows, length, p, groups, kvh, n_splits, split_len,
         *q.stride(), *k_prefix.stride(), *v_prefix.stride(), *k_suffix.stride(), *v_suffix.stride(),
         *mask.stride(),
         D=d, BLOCK_M=block_m, BLOCK_N=block_n, FILL=MASK_FILL, num_warps=num_warps, num_stages=num_stages,
     )
-    block_r = 16
+    block_r = 8
     kern["attn_combine"][(kern["cdiv"](rows, block_r), b * kvh)](
         po, pm, pl, out, rows, length, groups, kvh, n_splits, *out.stride(),
         D=d, BLOCK_R=block_r, SPLITS=max(2, kern["next_pow2"](n_splits)), num_warps=4,
@@ -388,8 +397,8 @@ def tune_linear(m: int, n: int, k: int, dtype: torch.dtype = torch.bfloat16, dev
 
 
 ATTENTION_CANDIDATES: Tuple[AttentionConfig, ...] = (
-    (64, 64, 128, 8, 2), (32, 64, 64, 4, 2), (64, 64, 64, 8, 2), (32, 64, 128, 4, 2), (64, 32, 128, 8, 2),
-    (16, 64, 64, 4, 2),
+    (64, 64, 64, 8, 2), (64, 64, 64, 4, 2), (64, 32, 64, 8, 2), (64, 64, 128, 8, 2), (32, 64, 64, 4, 2),
+    (32, 32, 64, 4, 2), (16, 64, 64, 4, 2),
 )
 
 

@@ -147,10 +147,11 @@ class Pi0Model(nn.Module):
         self.paligemma_with_expert.paligemma.model.vision_tower.set_attention_impl(impl)
         return self
 
-    def enable_gpu_kernels(self, attention: bool = True, gemm: bool = True) -> List[str]:
+    def enable_gpu_kernels(self, attention: bool = True, gemm: bool = False) -> List[str]:
         """CUDA inference speed-ups of the denoising steps (Triton; see ``kernels``): the split-K suffix
-        attention and, for each action-expert projection shape, the skinny GEMM where it beats cuBLAS
-        on this device. Timed once per process on the device (tens of seconds, mostly Triton
+        attention and, with ``gemm``, for each action-expert projection shape the skinny GEMM where it
+        beats cuBLAS on this device (on the H100 cuBLAS won all four shapes, 2026-11-24, so it is off).
+        Timed once per process on the device (seconds to tens of seconds, mostly Triton
         compilation); call after ``set_inference_dtype``, ``.cuda()`` and ``fuse_projections``, before
         torch.compile / CUDA-graph capture. Returns the tuning log. Gradients and CPU tensors keep the
         reference path; ``disable_gpu_kernels`` undoes this."""
