@@ -214,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     plan: Plan = expert_plan if args.instruction == "auto" else fixed_plan(args.instruction,
                                                                           success_check(args.success))
     log_dir = Path(tempfile.mkdtemp(prefix="pi0_eval_"))
-    from pi0_ros.training.sim_driver import SimDriver  # rclpy only from here on
+    from pi0_ros.testing.sim_driver import SimDriver  # rclpy only from here on
 
     with GraphProcesses(sim_graph(options), log_dir=log_dir) as graph:
         driver = SimDriver()

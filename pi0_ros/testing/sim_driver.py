@@ -1,4 +1,4 @@
-"""The evaluation's only rclpy code: reset the simulator to a seed, watch its task state and the policy
+"""pi0-eval's rclpy side: reset the simulator to a seed, watch its task state and the policy
 node's diagnostics. Imported lazily by ``evaluate`` (the rest of ``pi0_ros.training`` is ROS-free).
 
 Topics: ``/sim_robot/reset_seed`` (std_msgs/Int32, published), ``/sim_robot/task_state``
