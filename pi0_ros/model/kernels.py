@@ -34,7 +34,7 @@ MASK_FILL = -2.3819763e38
 
 # (block_m, block_n, split_len, num_warps, num_stages) of the split-K attention; tune_attention sets it.
 AttentionConfig = Tuple[int, int, int, int, int]
-DEFAULT_ATTENTION_CONFIG: AttentionConfig = (64, 32, 128, 8, 2)
+DEFAULT_ATTENTION_CONFIG: AttentionConfig = (64, 64, 64, 8, 2)  # fastest on the H100 (BENCHMARKS.md)
 ATTENTION_CONFIG: AttentionConfig = DEFAULT_ATTENTION_CONFIG
 
 # (block_m, block_n, block_k, split, num_warps, num_stages) of the skinny GEMM.
