@@ -22,7 +22,7 @@ from pi0_ros.model.normalization import normalize
 from pi0_ros.model.pi0_fast import Pi0FastInputs
 from pi0_ros.model.pi0_fast_checkpoint import FastCheckpoint, build_fast_model, read_fast_checkpoint
 from pi0_ros.model.pi0_fast_decode import FastGenerator
-from pi0_ros.model.policy import IMAGE_SLOTS, Pi0Policy, Pi0PolicyConfig
+from pi0_ros.model.policy import Pi0Policy, Pi0PolicyConfig
 from pi0_ros.model.tokenizer import EOS_ID
 from pi0_ros.policy_api import Observation, PolicyInputError, PolicyResult
 
@@ -78,20 +78,8 @@ class Pi0FastPolicy(Pi0Policy):
     @property
     def metadata(self) -> Dict[str, Any]:
         """Static facts for clients."""
-        mc = self.model_config
-        return {
-            "model_type": "pi0_fast",
-            "action_horizon": mc.action_horizon,
-            "action_dim": self.config.action_dim,
-            "state_dim": self.config.state_dim,
-            "camera_names": [n for n in self.config.camera_names if n],
-            "image_slots": {s: n for s, n in zip(IMAGE_SLOTS, self.config.camera_names, strict=False)},
-            "image_size": mc.image_size,
-            "max_token_len": mc.max_token_len,
-            "max_decoding_steps": mc.max_decoding_steps,
-            "normalization": self.config.normalization,
-            "delta_mask": list(self.config.delta_mask),
-        }
+        return {"model_type": "pi0_fast", **self._io_metadata(),
+                "max_decoding_steps": self.model_config.max_decoding_steps}
 
     def prepare(self, observation: Observation) -> tuple[Pi0FastInputs, np.ndarray]:  # type: ignore[override]
         """Observation -> (model inputs on the device, batch 1; the raw state)."""

@@ -128,9 +128,12 @@ class Pi0Policy:
     @property
     def metadata(self) -> Dict[str, Any]:
         """Static facts for clients (also sent first by the websocket server)."""
+        return {"model_type": "pi0", **self._io_metadata(), "num_steps": self.num_steps}
+
+    def _io_metadata(self) -> Dict[str, Any]:
+        """What pi0 and pi0-FAST policies share: the observation and action interface."""
         mc = self.model_config
         return {
-            "model_type": "pi0",
             "action_horizon": mc.action_horizon,
             "action_dim": self.config.action_dim,
             "state_dim": self.config.state_dim,
@@ -138,7 +141,6 @@ class Pi0Policy:
             "image_slots": {slot: name for slot, name in zip(IMAGE_SLOTS, self.config.camera_names, strict=False)},
             "image_size": mc.image_size,
             "max_token_len": mc.max_token_len,
-            "num_steps": self.num_steps,
             "normalization": self.config.normalization,
             "delta_mask": list(self.config.delta_mask),
         }
