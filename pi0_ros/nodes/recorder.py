@@ -25,10 +25,9 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -39,6 +38,7 @@ from pi0_ros.data.features import make_spec
 from pi0_ros.data.frames import IMAGE_STORAGES, Frame, FrameAssembler, FrameLimits
 from pi0_ros.data.lerobot_dataset import DatasetError, DatasetWriter
 from pi0_ros.embodiment import Embodiment, load_embodiment
+from pi0_ros.nodes.runner import spin_node
 
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Commands are sent reliably by the policy node; best effort accepts reliable and best-effort senders.
@@ -257,22 +257,7 @@ class RecorderNode(Node):
 
 def main(args: Optional[List[str]] = None) -> None:
     """Entry point: ``ros2 run pi0_ros recorder``."""
-    rclpy.init(args=args)
-    node = None
-    executor = MultiThreadedExecutor(num_threads=3)
-    try:
-        node = RecorderNode()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        executor.shutdown()
-        if rclpy.ok():
-            rclpy.try_shutdown()
+    spin_node(RecorderNode, args, executor_factory=lambda: MultiThreadedExecutor(num_threads=3))
 
 
 if __name__ == "__main__":

@@ -30,9 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -42,6 +40,7 @@ from std_srvs.srv import Trigger
 
 from pi0_ros.embodiment import Camera, Embodiment, load_embodiment
 from pi0_ros.nodes.ros_image import rgb_to_compressed_msg, rgb_to_image_msg
+from pi0_ros.nodes.runner import spin_node
 from pi0_ros.paths import config_path
 from pi0_ros.sim.config import load_sim_config
 from pi0_ros.sim.robot import SimRobot
@@ -339,19 +338,7 @@ def camera_topics(camera: Camera) -> Tuple[str, str]:
 
 def main(args: Optional[List[str]] = None) -> None:
     """Entry point: ``ros2 run pi0_ros sim_robot``."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimRobotNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin_node(SimRobotNode, args)
 
 
 if __name__ == "__main__":
