@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Callable, Dict
+from typing import Any, Callable, Dict
 
 from pi0_ros.embodiment import Embodiment
 from pi0_ros.policy_api import Policy
@@ -21,6 +22,37 @@ class BackendOptions:
     server_uri: str = ""
     control_dt: float = 0.02
     scripted_speed: float = 0.5
+    inject_delay_s: float = 0.0  # testing / benchmarks only: seconds added to every inference
+
+
+class DelayedPolicy:
+    """Any backend with ``delay_s`` added to every inference: for tests and benchmarks only (the
+    real-time chunking benchmark injects 100 / 300 ms). Everything else is the wrapped policy's."""
+
+    def __init__(self, policy: Policy, delay_s: float):
+        if not delay_s >= 0.0:
+            raise ValueError(f"inject_delay_s must be >= 0, got {delay_s}")
+        self.policy = policy
+        self.delay_s = float(delay_s)
+
+    @property
+    def metadata(self) -> Dict[str, Any]:
+        """The wrapped policy's."""
+        return self.policy.metadata
+
+    def reset(self) -> None:
+        """Reset the wrapped policy."""
+        self.policy.reset()
+
+    def infer(self, observation: Dict[str, Any]) -> Dict[str, Any]:
+        """Wait ``delay_s``, then infer (the observation was taken before the wait, as with a slow model)."""
+        time.sleep(self.delay_s)
+        return self.policy.infer(observation)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "policy":  # not set yet (copy/unpickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.policy, name)  # e.g. a scripted policy's config, the remote client's stats
 
 
 def _local(options: BackendOptions, embodiment: Embodiment) -> Policy:
@@ -50,8 +82,12 @@ _FACTORIES: Dict[str, Callable[[BackendOptions, Embodiment], Policy]] = {
 
 
 def make_policy(options: BackendOptions, embodiment: Embodiment) -> Policy:
-    """Build the backend; ValueError names the valid backends or the missing setting."""
+    """Build the backend (wrapped in :class:`DelayedPolicy` only when ``inject_delay_s`` > 0);
+    ValueError names the valid backends or the missing setting."""
     factory = _FACTORIES.get(options.backend)
     if factory is None:
         raise ValueError(f"unknown policy_backend {options.backend!r}; known: {list(BACKENDS)}")
-    return factory(options, embodiment)
+    if not options.inject_delay_s >= 0.0:
+        raise ValueError(f"inject_delay_s must be >= 0, got {options.inject_delay_s}")
+    policy = factory(options, embodiment)
+    return DelayedPolicy(policy, options.inject_delay_s) if options.inject_delay_s > 0.0 else policy

@@ -104,6 +104,8 @@ PARAMETERS: Dict[str, Any] = {
     "teleop_topic_prefix": ("/teleop", _text("prefix of the teleop input topics")),
     "diagnostics_hz": (1.0, _float("rate of /diagnostics and ~/mode updates (Hz)", 0.1, 50.0)),
     "scripted_speed": (0.5, _float("speed of the scripted backend (state units/s)", 0.01, 5.0)),
+    "inject_delay_s": (0.0, _float("testing/benchmarks only: seconds added to every inference of any backend; "
+                                   "0: off", 0.0, 10.0)),
 }
 
 
@@ -129,7 +131,8 @@ class PolicyNode(Node):
         policy = None
         if p["policy_backend"]:
             policy = make_policy(BackendOptions(p["policy_backend"], p["action_space"] or "joint_position",
-                                                p["checkpoint"], p["server_uri"], self.dt, p["scripted_speed"]),
+                                                p["checkpoint"], p["server_uri"], self.dt, p["scripted_speed"],
+                                                p["inject_delay_s"]),
                                  self.embodiment)
         action_space = p["action_space"] or self._checkpoint_action_space(policy) or "joint_position"
         layout = self.embodiment.action_layout(action_space)
