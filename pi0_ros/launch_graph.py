@@ -8,6 +8,7 @@ The simulated and the real graph differ only in which nodes they start (design p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -87,8 +88,14 @@ def recorder_spec(options: GraphOptions, root: str, parameters: Optional[Dict[st
 
 
 def sim_graph(options: Optional[GraphOptions] = None, with_policy: bool = True) -> List[NodeSpec]:
-    """Simulated robot plus (optionally) the policy node: what `sim.launch.py` starts."""
-    options = options or GraphOptions()
+    """Simulated robot plus (optionally) the policy node: what `sim.launch.py` starts.
+
+    Without a chosen backend the simulation uses the `scripted` bring-up policy, so the graph moves out of
+    the box; on the robot (`robot_graph`) no policy runs unless one is chosen.
+    """
+    options = dataclasses.replace(options or GraphOptions())
+    if options.policy_backend is None:
+        options.policy_backend = "scripted"
     nodes = [sim_robot_spec(options)]
     if with_policy:
         nodes.append(policy_node_spec(options))

@@ -213,3 +213,14 @@ def test_gripper_hold_keeps_squeezing_a_grasped_object(emb):
     np.testing.assert_allclose(core.hold_commands(now)["left_gripper"].position, [commanded])
     # Arms still hold at the measured position.
     np.testing.assert_allclose(result.commands["left_arm"].position, emb.groups["left_arm"].home)
+
+
+def test_policy_mode_needs_a_policy(emb):
+    # A node started for teleop only (no policy_backend) refuses `policy` with a reason instead of
+    # holding forever on a policy watchdog; starting in policy mode without a policy is a config error.
+    core = _core(emb, mode="teleop")
+    accepted, reason = core.request_mode("policy")
+    assert not accepted and "policy_backend" in reason
+    assert core.request_mode("hold") == (True, "")
+    with pytest.raises(ValueError, match="policy_backend"):
+        _core(emb, mode="policy")

@@ -108,3 +108,10 @@ def test_launch_files_start_the_graph_description(monkeypatch, launch_file, grap
     assert ("with_policy" in declared) == with_policy_arg
     # The robot starts holding; the simulator starts under policy control.
     assert declared["control_mode"] == ("policy" if with_policy_arg else "hold")
+
+
+def test_only_the_simulation_gets_a_policy_by_default():
+    (sim_policy,) = [n for n in sim_graph() if n.name == "policy_node"]
+    assert sim_policy.parameters["policy_backend"] == "scripted"
+    (robot_policy,) = robot_graph()
+    assert "policy_backend" not in robot_policy.parameters  # the parameter file's default: no policy

@@ -94,6 +94,8 @@ class ControlCore:
         self.groups = [seg.group for seg in layout.segments]
         feedback_groups = dict.fromkeys(self.groups + [s.group for s in embodiment.state_layout.segments])
         self.tracker = RobotStateTracker([embodiment.groups[g] for g in feedback_groups])
+        if requested_mode == "policy" and policy is None:
+            raise ValueError("control_mode 'policy' needs a policy: set policy_backend")
         self.modes = ModeMachine(requested_mode)
         self.limiter = SafetyLimiter({g: embodiment.groups[g] for g in self.groups}, config.safety, config.dt)
         if not config.watchdog.image_max_age_s:
@@ -168,6 +170,8 @@ class ControlCore:
     def request_mode(self, mode: object) -> Tuple[bool, str]:
         """Change the requested mode (validated)."""
         with self._lock:
+            if mode == "policy" and self.worker is None:
+                return False, "no policy configured (set policy_backend at start-up); teleop and hold work without one"
             before = self.modes.requested
             accepted, reason = self.modes.request(mode)
             if accepted and mode == "policy" and before != "policy":

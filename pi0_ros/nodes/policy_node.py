@@ -72,7 +72,8 @@ def _text(description: str, read_only: bool = True) -> ParameterDescriptor:
 # name -> (default, descriptor). Defaults also live in config/policy_node.yaml.
 PARAMETERS: Dict[str, Any] = {
     "embodiment": ("", _text("embodiment YAML; empty: the package's config/r1pro.yaml")),
-    "policy_backend": ("scripted", _text(f"policy implementation: one of {list(BACKENDS)}")),
+    "policy_backend": ("", _text(f"policy implementation: one of {list(BACKENDS)}; "
+                                 "empty: none (teleop and hold only)")),
     "checkpoint": ("", _text("checkpoint directory (pi0 / pi0_fast backends)")),
     "server_uri": ("", _text("ws://host:port of an openpi-protocol policy server (remote backend)")),
     "action_space": ("", _text("action layout name from the embodiment; empty: the checkpoint's, else "
