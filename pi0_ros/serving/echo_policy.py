@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from pi0_ros.policy_api import Observation, PolicyInputError, PolicyResult
+from pi0_ros.serving.validation import check_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,14 +47,9 @@ class EchoPolicy:
     def infer(self, observation: Observation) -> PolicyResult:
         """Return the state repeated ``horizon`` times."""
         start = time.perf_counter()
-        if not isinstance(observation, dict) or "state" not in observation:
+        if not isinstance(observation, dict):
             raise PolicyInputError("observation lacks 'state'")
-        state = np.asarray(observation["state"])
-        if state.ndim != 1 or state.dtype.kind not in "iuf":
-            raise PolicyInputError(f"'state' must be a 1-D numeric array, got {state.dtype} {state.shape}")
-        state = state.astype(np.float32)
-        if not np.isfinite(state).all():
-            raise PolicyInputError("'state' contains NaN or infinite values")
+        state = check_state(observation)
         dim = self.config.action_dim if self.config.action_dim is not None else state.shape[0]
         row = np.zeros(dim, dtype=np.float32)
         row[: min(dim, state.shape[0])] = state[:dim]

@@ -26,6 +26,7 @@ import websockets.sync.client as ws_client
 
 from pi0_ros.policy_api import Observation, PolicyInputError, PolicyOutputError, PolicyResult
 from pi0_ros.serving.msgpack_numpy import CodecLimits, DecodeError, packb, unpackb
+from pi0_ros.serving.validation import check_state
 
 IMAGE_LAYOUTS = ("HWC", "CHW")
 MISSING_CAMERA_ACTIONS = ("omit", "zeros", "error")
@@ -282,15 +283,7 @@ class RemotePolicy:
         else:
             request[config.images_key] = server_images
 
-        if "state" not in observation:
-            raise PolicyInputError("observation lacks 'state'")
-        state = np.asarray(observation["state"])
-        if state.ndim != 1 or state.dtype.kind not in "iuf":
-            raise PolicyInputError(f"'state' must be a 1-D numeric array, got {state.dtype} {state.shape}")
-        state = state.astype(np.float32)
-        if not np.isfinite(state).all():
-            raise PolicyInputError("'state' contains NaN or infinite values")
-        request[config.state_key] = state
+        request[config.state_key] = check_state(observation)
 
         if config.prompt_key is not None and "prompt" in observation:
             if not isinstance(observation["prompt"], str):

@@ -61,6 +61,19 @@ def check_observation(observation: Any, limits: ObservationLimits = ObservationL
             raise PolicyInputError(f"{path} has unsupported type {type(value).__name__}")
 
 
+def check_state(observation: Any) -> np.ndarray:
+    """``observation["state"]`` as a float32 vector; ``PolicyInputError`` unless it is a finite 1-D numeric array."""
+    if "state" not in observation:
+        raise PolicyInputError("observation lacks 'state'")
+    state = np.asarray(observation["state"])
+    if state.ndim != 1 or state.dtype.kind not in "iuf":
+        raise PolicyInputError(f"'state' must be a 1-D numeric array, got {state.dtype} {state.shape}")
+    state = state.astype(np.float32)
+    if not np.isfinite(state).all():
+        raise PolicyInputError("'state' contains NaN or infinite values")
+    return state
+
+
 def check_result(result: Any) -> None:
     """Raise ``PolicyOutputError`` unless ``result`` is a map with a finite numeric ``actions`` array."""
     if not isinstance(result, dict):
