@@ -28,6 +28,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 import torch
+from _timing import capture_graph, cuda_event_ms  # bench/, the script's folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,12 +42,7 @@ def timed(fn: Callable[[], object], device: torch.device, iters: int) -> List[fl
     out = []
     for _ in range(iters):
         if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end))
+            out.append(cuda_event_ms(fn))
         else:
             t0 = time.perf_counter()
             fn()
@@ -103,20 +99,6 @@ class Stages:
         return self.denoise()
 
 
-def capture(fn: Callable[[], object], warmup: int = 2):
-    """Warm up on a side stream, then capture ``fn`` into a CUDA graph; returns (graph, output)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
-    return graph, out
-
-
 def run_mode(mode: str, model: Pi0Model, inputs: Pi0Inputs, noise: torch.Tensor, ref: torch.Tensor,
              args, device: torch.device) -> Dict[str, object]:
     result: Dict[str, object] = {"mode": mode}
@@ -160,11 +142,11 @@ def run_mode(mode: str, model: Pi0Model, inputs: Pi0Inputs, noise: torch.Tensor,
             result["denoise"] = stats(timed(st.denoise, device, args.iters))
         else:
             t1 = time.perf_counter()
-            g_full, out = capture(st.full)
-            g_vision, _ = capture(st.vision)
-            g_prefill, _ = capture(st.prefill)
+            g_full, out = capture_graph(st.full)
+            g_vision, _ = capture_graph(st.vision)
+            g_prefill, _ = capture_graph(st.prefill)
             # The denoise graph reads the cache the prefill graph wrote (its last capture's buffers).
-            g_denoise, _ = capture(st.denoise)
+            g_denoise, _ = capture_graph(st.denoise)
             sync(device)
             result["capture_ms"] = (time.perf_counter() - t1) * 1e3
             g_full.replay()

@@ -40,6 +40,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from _timing import capture_graph, cuda_event_ms  # bench/, the script's folder (no torch at import)
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Modules LeRobot imports at package import time for its dataset/video utilities only (never on the
@@ -445,32 +447,8 @@ def cuda_times(fn: Callable[[], Any], warmup: int, iters: int) -> Dict[str, floa
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    ms = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        ms.append(start.elapsed_time(end))
-    a = np.asarray(ms)
+    a = np.asarray([cuda_event_ms(fn) for _ in range(iters)])
     return {"p50": float(np.median(a)), "min": float(a.min()), "p90": float(np.percentile(a, 90)), "n": len(a)}
-
-
-def capture_graph(fn: Callable[[], Any], warmup: int = 2):
-    """Warm up on a side stream, then capture ``fn`` in one CUDA graph (static inputs and outputs)."""
-    import torch
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
-    return graph, out
 
 
 # ------------------------------------------------------------------------------------------- main
