@@ -142,6 +142,14 @@ class AsyncStrategy(ChunkStrategy):
         self._chunks = alive
         return covering
 
+    def _use_newest(self, covering: List[Tuple[Chunk, int]]) -> Tuple[Chunk, int]:
+        """Execute the newest covering chunk: only it counts as started; chunks it superseded never ran."""
+        chunk, k = covering[-1]
+        self._fresh = [c for c in self._fresh if c.obs_time >= chunk.obs_time]
+        self._note_first_use([(chunk, k)])
+        self._last_index = k
+        return chunk, k
+
     def _note_first_use(self, covering: List[Tuple[Chunk, int]]) -> None:
         # Identity, not ==: Chunk is a dataclass of arrays.
         used = {id(c): k for c, k in covering}
@@ -166,12 +174,8 @@ class AsyncNaiveStrategy(AsyncStrategy):
         covering = self._covering(now)
         if not covering:
             return None
-        chunk, k = covering[-1]
-        # Only the newest used chunk counts as started; chunks it superseded never ran.
-        self._fresh = [c for c in self._fresh if c.obs_time >= chunk.obs_time]
-        self._note_first_use([(chunk, k)])
+        chunk, k = self._use_newest(covering)
         self._chunks = [c for c in self._chunks if c.obs_time >= chunk.obs_time]
-        self._last_index = k
         return chunk.decoded.step(k)
 
 
@@ -227,13 +231,10 @@ class FastBlendStrategy(AsyncStrategy):
         covering = self._covering(now)
         if not covering:
             return None
-        chunk, k = covering[-1]
-        self._fresh = [c for c in self._fresh if c.obs_time >= chunk.obs_time]
-        self._note_first_use([(chunk, k)])
+        chunk, k = self._use_newest(covering)
         if self._used is not None and self._used is not chunk:
             self._blend = (self._used, 0)  # a switch (mid-blend: fade out of the chunk last used)
         self._used = chunk
-        self._last_index = k
         target = chunk.decoded.step(k)
         if self._blend is None:
             return target
