@@ -191,3 +191,21 @@ def test_ee_pose_chunk_through_the_real_relaxed_ik(emb):
     assert decoded.ik_failures == {"left_arm": 1, "right_arm": 0}
     for solver in ik.values():
         solver.close()
+
+
+def test_ik_solution_on_another_branch_is_refused_and_the_solver_put_back(emb):
+    # The solver can answer a reachable goal with a configuration on another IK branch (same pose, joints
+    # far away): executing it would swing the arm. Such a jump is an IK failure and the solver restarts
+    # from the branch the arm is on.
+    arm = emb.groups["left_arm"]
+    fk = arm_fk(emb, arm)
+    near = arm.home + 0.05
+    jumped = arm.home.copy()
+    jumped[0] -= 1.5  # a different configuration the stub reports for this goal
+    solver = LookupSolver(fk, [near, jumped])
+    ik = ArmIK(arm, fk, solver, IKCheck(max_joint_step_rad=1.0))
+    ik.reset(arm.home)
+    np.testing.assert_allclose(ik.solve_pose(fk.forward(near)), near)
+    assert ik.solve_pose(fk.forward(jumped)) is None and ik.failures == 1
+    np.testing.assert_allclose(solver.q, near)  # put back on the arm's branch
+    np.testing.assert_allclose(ik.solve_pose(fk.forward(near)), near)

@@ -70,6 +70,9 @@ class IKCheck:
     solver_tolerance: float = 0.001  # flat-bottom band of the ranged objectives, all six axes
     position_tolerance_m: float = 0.01  # an FK miss beyond this is an IK failure
     rotation_tolerance_rad: float = 0.05
+    # A solution this far (any joint) from the solver's previous one is a jump to another IK branch, not a
+    # motion: consecutive goals are one control period apart. Refused (hold) and the solver is put back.
+    max_joint_step_rad: float = 1.0
 
 
 class ArmIK:
@@ -84,6 +87,7 @@ class ArmIK:
         self.failures = 0
         self.uses = 0  # resets and solves so far: a caller can tell whether another one moved the solver
         self._goal: Optional[np.ndarray] = None  # our copy of the solver's goal, for increments
+        self._last_q: Optional[np.ndarray] = None  # the solver's state: last reset or accepted solution
         self._tol = np.full(6, self.check.solver_tolerance)
 
     @classmethod
@@ -107,6 +111,7 @@ class ArmIK:
             self.uses += 1
             self.solver.reset(q)
             self._goal = self.fk.forward(q)
+            self._last_q = q.copy()
 
     def solve_pose(self, pose: np.ndarray) -> Optional[np.ndarray]:
         """Joints reaching an absolute ee pose, or None when the solver failed (FK check)."""
@@ -142,15 +147,26 @@ class ArmIK:
             return self._checked(q, self._goal)
 
     def _checked(self, q: Optional[np.ndarray], goal: np.ndarray) -> Optional[np.ndarray]:
+        if self._acceptable(q, goal):
+            self._last_q = q.copy()
+            return q
+        self.failures += 1
+        if self._last_q is not None:
+            # A failed optimization leaves the solver wherever it stopped (possibly another branch, or
+            # pulled toward an unreachable goal): continue from the last accepted configuration instead,
+            # and drop the failed increment from the goal (the solver's goal is FK(last) after a reset).
+            self.solver.reset(self._last_q)
+            self._goal = self.fk.forward(self._last_q)
+        return None
+
+    def _acceptable(self, q: Optional[np.ndarray], goal: np.ndarray) -> bool:
         if q is None or q.shape != (self.group.size,) or not np.all(np.isfinite(q)):
-            self.failures += 1
-            return None
+            return False
         reached = self.fk.forward(q)
         if (np.linalg.norm(reached[:3] - goal[:3]) > self.check.position_tolerance_m
                 or rotation_angle_between(reached[3:], goal[3:]) > self.check.rotation_tolerance_rad):
-            self.failures += 1
-            return None
-        return q
+            return False
+        return self._last_q is None or np.max(np.abs(q - self._last_q)) <= self.check.max_joint_step_rad
 
     def close(self) -> None:
         """Free the native solver."""
