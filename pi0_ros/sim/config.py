@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 import yaml
 
 DEFAULT_SIM_CONFIG = Path(__file__).resolve().parents[2] / "config" / "sim.yaml"
@@ -41,9 +42,19 @@ class TableConfig:
     rgba: Tuple[float, float, float, float] = (0.55, 0.42, 0.3, 1.0)
 
 
+LAYOUTS = ("random", "fixed")
+
+
 @dataclass(frozen=True)
 class ObjectsConfig:
-    """Free cubes whose poses are randomized by the reset seed."""
+    """Free cubes whose poses are randomized by the reset seed.
+
+    ``layout: random`` (the default) draws every cube anywhere in ``region_x`` x ``region_y``.
+    ``layout: fixed`` puts each cube at its ``fixed`` x y (base frame), moved by at most
+    ``fixed_jitter_m`` along x and y and turned by at most ``fixed_yaw_jitter`` rad, both drawn from the seed:
+    the same scene on every reset, so that the instruction alone decides what to do (the language-conditioned
+    skill of ``pi0_ros.sim.expert.SKILL_TASKS``).
+    """
 
     size: float = 0.04
     mass: float = 0.05
@@ -53,6 +64,20 @@ class ObjectsConfig:
     items: Dict[str, Tuple[float, float, float, float]] = field(
         default_factory=lambda: {"red": (0.85, 0.1, 0.1, 1.0), "green": (0.1, 0.7, 0.15, 1.0),
                                  "blue": (0.1, 0.25, 0.85, 1.0)})
+    layout: str = "random"
+    fixed: Dict[str, Tuple[float, float]] = field(default_factory=dict)
+    fixed_jitter_m: float = 0.0
+    fixed_yaw_jitter: float = 0.0
+
+    def fixed_placements(self, rng: np.random.Generator) -> List[Tuple[float, float, float]]:
+        """``(x, y, yaw)`` of every item, in ``items`` order, for ``layout: fixed``."""
+        placements = []
+        for name in self.items:
+            x, y = self.fixed[name]
+            dx, dy = rng.uniform(-self.fixed_jitter_m, self.fixed_jitter_m, size=2)
+            yaw = rng.uniform(-self.fixed_yaw_jitter, self.fixed_yaw_jitter)
+            placements.append((float(x + dx), float(y + dy), float(yaw)))
+        return placements
 
 
 @dataclass(frozen=True)
@@ -143,6 +168,8 @@ def _objects(section: Dict[str, Any]) -> Dict[str, Any]:
     out = _tuples(section)
     if "items" in out:
         out["items"] = {str(name): tuple(rgba) for name, rgba in out["items"].items()}
+    if "fixed" in out:
+        out["fixed"] = {str(name): tuple(xy) for name, xy in (out["fixed"] or {}).items()}
     return out
 
 
@@ -164,6 +191,17 @@ def _check(config: SimConfig, path: Path) -> None:
         lo, hi = getattr(objects, key)
         if not lo < hi:
             problems.append(f"objects.{key} must be [low, high] with low < high")
+    if objects.layout not in LAYOUTS:
+        problems.append(f"objects.layout must be one of {LAYOUTS}, got {objects.layout!r}")
+    if objects.layout == "fixed":
+        missing = [name for name in objects.items if name not in objects.fixed]
+        if missing:
+            problems.append(f"objects.fixed must give x y for every item (layout: fixed); missing {missing}")
+    for name, xy in objects.fixed.items():
+        if len(xy) != 2:
+            problems.append(f"objects.fixed.{name} must be an x y pair")
+    if objects.fixed_jitter_m < 0 or objects.fixed_yaw_jitter < 0:
+        problems.append("objects.fixed_jitter_m and fixed_yaw_jitter must be >= 0")
     if objects.size <= 0 or objects.mass <= 0 or objects.min_separation < objects.size:
         problems.append("objects: size and mass must be > 0 and min_separation >= size")
     if config.task.touch_distance <= 0 or len(config.task.grasp_point) != 3:
@@ -173,3 +211,22 @@ def _check(config: SimConfig, path: Path) -> None:
             problems.append(f"cameras.{name}.fovy must be in [1, 170] degrees")
     if problems:
         raise SimConfigError(f"{path}: " + "; ".join(problems))
+
+
+def write_layout_variant(layout: str, out_path: Path | str, source: Optional[Path | str] = None) -> Path:
+    """A copy of the sim config ``source`` (default: the package's) with ``scene.objects.layout`` set, written to
+    ``out_path`` and checked; pass it as the sim_robot node's ``sim_config`` parameter. The copy keeps the file's
+    shape (ROS parameter file or plain ``scene`` mapping)."""
+    source = Path(source) if source is not None else DEFAULT_SIM_CONFIG
+    raw = yaml.safe_load(source.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise SimConfigError(f"{source}: top level must be a mapping")
+    scene = _scene_block(raw, source)
+    objects = scene.setdefault("objects", {})
+    if not isinstance(objects, dict):
+        raise SimConfigError(f"{source}: scene.objects must be a mapping")
+    objects["layout"] = layout
+    out_path = Path(out_path)
+    out_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    load_sim_config(out_path)  # fail here, not in the simulator node
+    return out_path

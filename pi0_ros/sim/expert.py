@@ -12,7 +12,7 @@ layer and controller topics.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,8 +46,32 @@ class ExpertConfig:
     min_segment_s: float = 0.5
 
 
-def choose_task(task_state: Mapping, rng: np.random.Generator, arms: Sequence[str] = tuple(HANDS)) -> TouchTask:
-    """A random object; the arm on the object's side of the robot (left for y >= 0), which reaches it best."""
+# The language-conditioned skill of the fixed layout (config/sim.yaml `objects.layout: fixed`: red on the left,
+# blue on the right): the scene is the same on every reset, so only the instruction says which hand moves.
+SKILL_TASKS = (TouchTask("red", "left_arm"), TouchTask("blue", "right_arm"))
+
+_HAND_WORDS = {"left": "left_arm", "right": "right_arm", "left_arm": "left_arm", "right_arm": "right_arm"}
+
+
+def parse_tasks(text: str) -> Tuple[TouchTask, ...]:
+    """'red:left,blue:right' -> (TouchTask('red', 'left_arm'), TouchTask('blue', 'right_arm'))."""
+    tasks = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        obj, _, hand = part.partition(":")
+        if hand not in _HAND_WORDS or not obj:
+            raise ValueError(f"task {part!r}: expected <object>:<left|right>")
+        tasks.append(TouchTask(object=obj, arm=_HAND_WORDS[hand]))
+    if not tasks:
+        raise ValueError("no tasks given")
+    return tuple(tasks)
+
+
+def choose_task(task_state: Mapping, rng: np.random.Generator, arms: Sequence[str] = tuple(HANDS),
+                tasks: Optional[Sequence[TouchTask]] = None) -> TouchTask:
+    """A random object; the arm on the object's side of the robot (left for y >= 0), which reaches it best.
+    With ``tasks``, one of them drawn uniformly instead (the fixed layout's skill)."""
+    if tasks:
+        return tasks[int(rng.integers(len(tasks)))]
     objects = sorted(task_state["objects"])
     name = objects[int(rng.integers(len(objects)))]
     y = task_state["objects"][name]["position"][1]

@@ -9,6 +9,12 @@ Both arms always receive a pose goal (the idle one its start pose), so the polic
 to an old hold target after a reset.
 
     pi0-collect --root ~/pi0_ros_data/touch --episodes 20
+
+``--layout fixed`` runs the simulator with config/sim.yaml's fixed cube layout (``objects.layout: fixed``:
+the same scene on every seed, up to a small jitter) and draws each episode's task from ``--tasks`` (default
+``pi0_ros.sim.expert.SKILL_TASKS``: "touch the red cube with the left hand" / "touch the blue cube with the
+right hand"): a skill where the instruction alone decides the motion (BENCHMARKS.md, "A new skill from
+demonstrations (simulation)").
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
@@ -27,8 +34,8 @@ import numpy as np
 from pi0_ros.embodiment import Embodiment, load_embodiment
 from pi0_ros.launch_graph import GraphOptions, recorder_spec, sim_graph
 from pi0_ros.paths import config_path
-from pi0_ros.sim.config import load_sim_config
-from pi0_ros.sim.expert import ExpertConfig, choose_task, plan_touch
+from pi0_ros.sim.config import LAYOUTS, load_sim_config, write_layout_variant
+from pi0_ros.sim.expert import SKILL_TASKS, ExpertConfig, TouchTask, choose_task, parse_tasks, plan_touch
 from pi0_ros.testing.graph_process import LOOPBACK_ENV, GraphProcesses
 
 
@@ -55,11 +62,12 @@ def wait_until(predicate, timeout: float, what: str, graph: Optional[GraphProces
 
 
 def run_episode(driver, seed: int, grasp_offset: Sequence[float], keep_failed: bool,
-                settle_s: float, config: ExpertConfig) -> EpisodeResult:
+                settle_s: float, config: ExpertConfig,
+                tasks: Optional[Sequence[TouchTask]] = None) -> EpisodeResult:
     """One demonstration: reset, choose, record while the expert moves, keep or discard."""
     driver.follow(None, None, None)
     state = driver.reset(seed)
-    task = choose_task(state, np.random.default_rng(seed))
+    task = choose_task(state, np.random.default_rng(seed), tasks=tasks)
     driver.publish_instruction(task.instruction)
     time.sleep(settle_s)  # the arms come to rest at their start poses; the instruction reaches the recorder
     path = plan_touch(driver.home_pose[task.arm], state["objects"][task.object]["position"], grasp_offset, config)
@@ -79,14 +87,17 @@ def run_episode(driver, seed: int, grasp_offset: Sequence[float], keep_failed: b
     return EpisodeResult(seed, task.instruction, success, kept, reply.message)
 
 
-def build_graph(root: Path, fps: int, action_space: str, camera_rate_hz: float) -> List:
-    """sim_robot + policy_node (teleop) + recorder, as the launch graph describes them."""
+def build_graph(root: Path, fps: int, action_space: str, camera_rate_hz: float,
+                sim_config: Optional[Path] = None) -> List:
+    """sim_robot + policy_node (teleop) + recorder, as the launch graph describes them; ``sim_config``
+    replaces the simulator's scene file (config/sim.yaml)."""
     options = GraphOptions(control_mode="teleop", policy_backend="scripted")
     specs = []
     for spec in sim_graph(options):
         if spec.name == "sim_robot":
             spec = dataclasses.replace(spec, parameters={**spec.parameters, "task_state_hz": 10.0,
-                                                         "camera_rate_hz": float(camera_rate_hz)})
+                                                         "camera_rate_hz": float(camera_rate_hz),
+                                                         **({"sim_config": str(sim_config)} if sim_config else {})})
         specs.append(spec)
     specs.append(recorder_spec(options, str(root), {"fps": fps, "action_space": action_space}))
     return specs
@@ -101,6 +112,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=10, help="recorder frames per second")
     parser.add_argument("--camera-rate-hz", type=float, default=10.0, help="simulated camera rate")
     parser.add_argument("--action-space", default="joint_position", help="action space recorded")
+    parser.add_argument("--layout", default="random", choices=LAYOUTS,
+                        help="cube layout: random (by seed, the default) or fixed (config/sim.yaml objects.fixed)")
+    parser.add_argument("--tasks", default=None,
+                        help="tasks drawn per episode, e.g. red:left,blue:right (default: with --layout fixed "
+                             "the skill's two tasks, else the cube's side decides the hand)")
     parser.add_argument("--keep-failed", action="store_true", help="keep episodes without a touch too")
     parser.add_argument("--settle-s", type=float, default=1.0, help="pause after each reset")
     parser.add_argument("--startup-timeout-s", type=float, default=90.0)
@@ -115,18 +131,32 @@ def collect(args: argparse.Namespace) -> List[EpisodeResult]:
 
     embodiment = load_embodiment()
     grasp_offset = load_sim_config(config_path("sim.yaml")).task.grasp_point
-    specs = build_graph(Path(args.root).expanduser().resolve(), args.fps, args.action_space, args.camera_rate_hz)
+    tasks = skill_tasks(args.layout, args.tasks)
+    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="pi0_collect_"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    sim_config = (write_layout_variant(args.layout, log_dir / f"sim_{args.layout}.yaml", config_path("sim.yaml"))
+                  if args.layout != "random" else None)
+    specs = build_graph(Path(args.root).expanduser().resolve(), args.fps, args.action_space, args.camera_rate_hz,
+                        sim_config)
     results: List[EpisodeResult] = []
-    with GraphProcesses(specs, log_dir=Path(args.log_dir) if args.log_dir else None) as graph:
+    with GraphProcesses(specs, log_dir=log_dir) as graph:
         with expert_session(embodiment, graph, args.startup_timeout_s) as driver:
             bar = tqdm(range(args.episodes), desc="episodes", unit="ep", disable=args.no_progress, file=sys.stderr)
             for i in bar:
                 graph.check_alive()
                 result = run_episode(driver, args.seed + i, grasp_offset, args.keep_failed, args.settle_s,
-                                     ExpertConfig())
+                                     ExpertConfig(), tasks)
                 results.append(result)
                 bar.set_postfix(kept=sum(r.kept for r in results), success=sum(r.success for r in results))
     return results
+
+
+def skill_tasks(layout: str, tasks: Optional[str]) -> Optional[tuple]:
+    """The tasks to draw from: ``--tasks`` when given, the skill's for the fixed layout, else None (the cube's
+    side picks the hand)."""
+    if tasks:
+        return parse_tasks(tasks)
+    return SKILL_TASKS if layout == "fixed" else None
 
 
 @contextlib.contextmanager

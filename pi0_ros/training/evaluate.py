@@ -13,8 +13,10 @@ Tasks: by default (``--instruction auto``) each seed gets the touch task pi0-col
 for it ("touch the red cube with the left hand"), and success means that arm touched that cube. With a
 fixed ``--instruction``, ``--success`` judges: ``touched`` (any arm, any object), ``touched:<object>``,
 or ``distance:<object>:<metres>``. Held-out seeds: demonstrations should use seeds outside this range
-(pi0-collect starts at 0). The policy node runs one chunk step per tick at the dataset's fps (from the
-checkpoint's training.json) unless ``--control-hz`` says otherwise.
+(pi0-collect starts at 0). ``--layout fixed`` runs the simulator with config/sim.yaml's fixed cube layout
+and draws each seed's task from ``--tasks`` (default: pi0_ros.sim.expert.SKILL_TASKS), as ``pi0-collect
+--layout fixed`` does: the language-conditioned skill. The policy node runs one chunk step per tick at the
+dataset's fps (from the checkpoint's training.json) unless ``--control-hz`` says otherwise.
 """
 
 from __future__ import annotations
@@ -105,15 +107,15 @@ def fixed_plan(instruction: Optional[str], solved: Callable[[Dict[str, Any]], bo
     return lambda seed, state: EpisodeTask(instruction, solved)
 
 
-def expert_plan(seed: int, state: Dict[str, Any]) -> EpisodeTask:
+def expert_plan(seed: int, state: Dict[str, Any], tasks: Optional[Sequence[Any]] = None) -> EpisodeTask:
     """The demonstrations' task for this seed (``pi0_ros.sim.expert.choose_task``, seeded like
-    pi0-collect): "touch the <object> cube with the <hand>", success when that arm touched it; the
-    distance is that arm's grasp point to that cube."""
+    pi0-collect, drawn from ``tasks`` when given): "touch the <object> cube with the <hand>", success when
+    that arm touched it; the distance is that arm's grasp point to that cube."""
     import numpy as np
 
     from pi0_ros.sim.expert import choose_task
 
-    task = choose_task(state, np.random.default_rng(seed))
+    task = choose_task(state, np.random.default_rng(seed), tasks=tasks)
     return EpisodeTask(task.instruction,
                        lambda s: task.object in s.get("touched", {}).get(task.arm, []),
                        lambda s: float(s.get("distances", {}).get(task.arm, {}).get(task.object, float("nan"))))
@@ -180,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="1000-1019", help="held-out simulator seeds, e.g. 1000-1019")
     p.add_argument("--episode-timeout", type=float, default=30.0, help="seconds per episode")
     p.add_argument("--success", default="touched")
+    p.add_argument("--layout", default="random", choices=("random", "fixed"),
+                   help="cube layout of the simulator: random (by seed) or fixed (config/sim.yaml objects.fixed)")
+    p.add_argument("--tasks", default=None,
+                   help="with --instruction auto: tasks drawn per seed, e.g. red:left,blue:right (default: with "
+                        "--layout fixed the skill's two tasks, else the cube's side decides the hand)")
     p.add_argument("--startup-timeout", type=float, default=120.0)
     p.add_argument("--sim-params", default=None)
     p.add_argument("--out", default=None, help="JSON results file")
@@ -211,12 +218,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            instruction=None if args.instruction == "auto" else args.instruction,
                            sim_params=args.sim_params, extra_policy_parameters=extra)
     seeds = parse_seeds(args.seeds)
-    plan: Plan = expert_plan if args.instruction == "auto" else fixed_plan(args.instruction,
-                                                                          success_check(args.success))
+    from pi0_ros.sim.expert import SKILL_TASKS, parse_tasks
+
+    tasks = parse_tasks(args.tasks) if args.tasks else (SKILL_TASKS if args.layout == "fixed" else None)
+    plan: Plan = ((lambda seed, state: expert_plan(seed, state, tasks)) if args.instruction == "auto"
+                  else fixed_plan(args.instruction, success_check(args.success)))
     log_dir = Path(tempfile.mkdtemp(prefix="pi0_eval_"))
+    specs = sim_graph(options)
+    if args.layout != "random":
+        from pi0_ros.paths import config_path
+        from pi0_ros.sim.config import write_layout_variant
+
+        scene = write_layout_variant(args.layout, log_dir / f"sim_{args.layout}.yaml", config_path("sim.yaml"))
+        specs = [dataclasses.replace(s, parameters={**s.parameters, "sim_config": str(scene)})
+                 if s.name == "sim_robot" else s for s in specs]
     from pi0_ros.testing.sim_driver import SimDriver  # rclpy only from here on
 
-    with GraphProcesses(sim_graph(options), log_dir=log_dir) as graph:
+    with GraphProcesses(specs, log_dir=log_dir) as graph:
         driver = SimDriver()
         try:
             if driver.wait_for(lambda s: True, args.startup_timeout) is None:
@@ -229,7 +247,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = summarize(episodes)
     label = args.label or args.checkpoint or args.backend
     report = {"label": label, "backend": args.backend, "policy_parameters": extra, "checkpoint": args.checkpoint,
-              "instruction": args.instruction,
+              "instruction": args.instruction, "layout": args.layout,
+              "tasks": [t.instruction for t in tasks] if tasks else None,
               "success": args.success, "episode_timeout_s": args.episode_timeout, "seeds": seeds,
               "summary": summary, "episodes": episodes, "logs": str(log_dir)}
     if args.out:

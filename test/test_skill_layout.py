@@ -1,0 +1,78 @@
+"""The fixed cube layout (config/sim.yaml `objects.layout: fixed`) and the language-conditioned skill tasks
+that pi0-collect / pi0-eval draw with `--layout fixed`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from pi0_ros.embodiment import load_embodiment
+from pi0_ros.sim.config import SimConfigError, load_sim_config, write_layout_variant
+from pi0_ros.sim.expert import SKILL_TASKS, TouchTask, choose_task, parse_tasks
+from pi0_ros.sim.robot import SimRobot
+from pi0_ros.sim.scene import object_free_qpos
+
+
+def test_default_layout_is_random_and_names_fixed_positions_for_every_cube():
+    config = load_sim_config()
+    assert config.objects.layout == "random"
+    assert set(config.objects.fixed) == set(config.objects.items)
+
+
+def test_layout_variant_is_fixed_and_placements_stay_within_the_jitter(tmp_path):
+    config = load_sim_config(write_layout_variant("fixed", tmp_path / "fixed.yaml"))
+    objects = config.objects
+    assert objects.layout == "fixed"
+    a = objects.fixed_placements(np.random.default_rng(3))
+    assert a == objects.fixed_placements(np.random.default_rng(3))
+    assert a != objects.fixed_placements(np.random.default_rng(4))
+    for name, (x, y, yaw) in zip(objects.items, a, strict=True):
+        fx, fy = objects.fixed[name]
+        assert abs(x - fx) <= objects.fixed_jitter_m + 1e-12 and abs(y - fy) <= objects.fixed_jitter_m + 1e-12
+        assert abs(yaw) <= objects.fixed_yaw_jitter + 1e-12
+
+
+def test_bad_layout_and_missing_fixed_position_are_rejected(tmp_path):
+    raw = {"scene": {"objects": {"layout": "grid"}}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SimConfigError, match="layout"):
+        load_sim_config(tmp_path / "bad.yaml")
+    raw = {"scene": {"objects": {"layout": "fixed", "fixed": {"red": [0.45, 0.1]}}}}
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SimConfigError, match="missing"):
+        load_sim_config(tmp_path / "missing.yaml")
+
+
+def test_simulator_puts_the_cubes_at_the_fixed_positions(tmp_path):
+    config = load_sim_config(write_layout_variant("fixed", tmp_path / "fixed.yaml"))
+    sim = SimRobot(load_embodiment(), config)
+    for seed in (0, 1000):
+        sim.reset(seed)
+        for name, (fx, fy) in config.objects.fixed.items():  # world frame (task state reports the base frame)
+            adr = object_free_qpos(sim.model, name)
+            x, y = sim.data.qpos[adr:adr + 2]
+            assert abs(x - fx) <= config.objects.fixed_jitter_m + 1e-9
+            assert abs(y - fy) <= config.objects.fixed_jitter_m + 1e-9
+
+
+def test_tasks_parse_and_are_drawn_from_the_list():
+    assert parse_tasks("red:left, blue:right") == SKILL_TASKS
+    assert parse_tasks("green:right_arm") == (TouchTask("green", "right_arm"),)
+    with pytest.raises(ValueError):
+        parse_tasks("red:middle")
+    state = {"objects": {"red": {"position": [0.45, 0.15, 1.07]}, "blue": {"position": [0.45, -0.15, 1.07]}}}
+    drawn = {choose_task(state, np.random.default_rng(seed), tasks=SKILL_TASKS) for seed in range(20)}
+    assert drawn == set(SKILL_TASKS)
+    assert {t.instruction for t in SKILL_TASKS} == {"touch the red cube with the left hand",
+                                                    "touch the blue cube with the right hand"}
+
+
+def test_collect_and_eval_take_the_layout_flag():
+    from pi0_ros.tools.collect import parse_args, skill_tasks
+    from pi0_ros.training.evaluate import build_parser
+
+    args = parse_args(["--root", "/tmp/x", "--layout", "fixed"])
+    assert args.layout == "fixed" and skill_tasks(args.layout, args.tasks) == SKILL_TASKS
+    assert skill_tasks("random", None) is None
+    assert build_parser().parse_args(["--layout", "fixed", "--tasks", "red:left"]).layout == "fixed"
