@@ -174,6 +174,8 @@ class SimRobot:
 
     def _sample_placements(self, rng: np.random.Generator) -> List[Tuple[float, float, float]]:
         objects = self.config.objects
+        if objects.layout == "fixed":
+            return objects.fixed_placements(rng)
         placed: List[Tuple[float, float, float]] = []
         for _ in range(_PLACEMENT_TRIES):
             if len(placed) == len(objects.items):
