@@ -121,8 +121,3 @@ def build_state_vector(
         else:
             raise ValueError(f"unsupported state kind {seg.kind!r}")
     return state
-
-
-def layout_groups(layout: Layout) -> List[str]:
-    """Group names a layout touches, in layout order."""
-    return [seg.group for seg in layout.segments]

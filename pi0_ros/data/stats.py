@@ -9,13 +9,12 @@ by count-weighted moments, and image quantiles by the count-weighted mean of the
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, Sequence
 
 import numpy as np
 
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 QUANTILE_KEYS = tuple(f"q{round(q * 100):02d}" for q in QUANTILES)
-IMAGE_SAMPLE_FRAMES = 32  # images per episode that enter the statistics
 IMAGE_SAMPLE_SIDE = 64  # pixels are subsampled to about this size first
 
 
@@ -29,13 +28,6 @@ def vector_stats(values: np.ndarray) -> Dict[str, np.ndarray]:
     for key, q in zip(QUANTILE_KEYS, np.quantile(arr, QUANTILES, axis=0), strict=True):
         stats[key] = q
     return stats
-
-
-def sample_indices(length: int, count: int = IMAGE_SAMPLE_FRAMES) -> List[int]:
-    """Evenly spread frame indices (all of them when there are few)."""
-    if length <= count:
-        return list(range(length))
-    return sorted({int(round(i)) for i in np.linspace(0, length - 1, count)})
 
 
 def image_stats(images: Iterable[np.ndarray]) -> Dict[str, np.ndarray]:

@@ -247,12 +247,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
 
-def rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary embedding of x [B, heads, L, D] at positions [B, L] (convenience wrapper)."""
-    cos, sin = rope_tables(positions, x.shape[-1], base)
-    return apply_rope(x, cos, sin)
-
-
 def prepare_mask(attn_mask: torch.Tensor, groups: int, impl: str, dtype: torch.dtype) -> torch.Tensor:
     """Turn a bool mask [B, L, S] into what ``attention`` consumes (once per forward, not per layer).
 

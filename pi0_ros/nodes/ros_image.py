@@ -22,7 +22,6 @@ from pi0_ros.image_conversion import (
     check_raw_fields,
     decode_compressed,
     decode_depth,
-    decode_raw,
     decode_raw_rgb,
     encode_compressed,
     encode_raw,
@@ -87,11 +86,6 @@ def image_msg_to_rgb(msg: Image) -> np.ndarray:
 def image_msg_to_depth(msg: Image) -> np.ndarray:
     """(H, W) depth array of a raw depth Image (uint16 for 16UC1/mono16, float32 for 32FC1)."""
     return decode_depth(msg.data, msg.encoding, msg.width, msg.height, msg.step, bool(msg.is_bigendian))
-
-
-def image_msg_to_array(msg: Image) -> np.ndarray:
-    """The pixels of any supported raw Image with its own dtype and channel order (padding removed)."""
-    return decode_raw(msg.data, msg.encoding, msg.width, msg.height, msg.step, bool(msg.is_bigendian))
 
 
 def msg_to_rgb(msg: Any) -> np.ndarray:

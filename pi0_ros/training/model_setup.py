@@ -18,18 +18,18 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pi0_ros.model.checkpoint import EMBED_KEY, LM_HEAD_KEY, load_weights, read_checkpoint
-from pi0_ros.model.config import PI0_CONFIGS, get_pi0_config
+from pi0_ros.model.config import get_pi0_config
 from pi0_ros.model.fast_tokenizer import FastTokenizer
 from pi0_ros.model.normalization import NormStats
 from pi0_ros.model.pi0 import Pi0Model
-from pi0_ros.model.pi0_fast import PI0_FAST_CONFIGS, Pi0FastModel, get_pi0_fast_config
+from pi0_ros.model.pi0_fast import Pi0FastModel, get_pi0_fast_config
 from pi0_ros.model.pi0_fast_checkpoint import read_fast_checkpoint
 from pi0_ros.model.tokenizer import PromptTokenizer, default_corpus, train_tokenizer
 
@@ -66,11 +66,6 @@ def checkpoint_kind(ckpt_dir: str) -> str:
     if fmt not in kinds:
         raise ValueError(f"{path}: unknown checkpoint format {fmt!r}")
     return kinds[fmt]
-
-
-def config_names(kind: str) -> List[str]:
-    """Named network configurations of one model kind."""
-    return sorted(PI0_CONFIGS if kind == "pi0" else PI0_FAST_CONFIGS)
 
 
 def create(kind: str, config_name: str, overrides: Mapping[str, Any], corpus: Iterable[str], seed: int) -> ModelBundle:
