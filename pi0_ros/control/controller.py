@@ -207,12 +207,12 @@ class ControlCore:
             commands = {}
             for group in self.groups:
                 measured = self.tracker.measured(group)
-                if measured is None or (self.limiter.last_command(group) is None and not self._trusted(group, now)):
+                last = self.limiter.last_command(group)
+                if measured is None or (last is None and not self._trusted(group, now)):
                     continue  # never commanded before the first trusted feedback
                 target = targets.get(group)
                 if target is None:
-                    target = self.limiter.last_command(group)
-                    target = measured if target is None else target
+                    target = measured if last is None else last
                 commands[group] = self.limiter.limit(group, target, measured, ramp)
             return TickResult(commands, state.mode, state.reason, faults, switched, new_chunk)
 

@@ -146,7 +146,7 @@ class SafetyLimiter:
         if clamped and not rejected:
             self.clamped += 1
         self._history[group] = _GroupHistory(command, (command - history.command) / self.dt)
-        return GroupCommand(command.copy(), v_max.copy(), clamped=clamped, rejected=rejected)
+        return GroupCommand(command.copy(), v_max, clamped=clamped, rejected=rejected)
 
 
 @dataclass
