@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,20 @@ def test_fast_generator_policy_gives_the_same_results_as_model_generate(ckpt_dir
             assert outcome[1] == outcome[0]
         else:
             np.testing.assert_array_equal(outcome[1], outcome[0])
+
+
+def test_checkpoint_is_replaced_whole_and_readable_by_others(ckpt_dir, tmp_path):
+    path, model = ckpt_dir
+    ckpt = read_fast_checkpoint(path)
+    out = tmp_path / "ckpt"
+    for _ in range(2):  # the second save swaps the first one out only once it is complete
+        save_fast_checkpoint(str(out), model, ckpt.policy_config, ckpt.norm_stats, ckpt.tokenizer,
+                             ckpt.fast_tokenizer)
+    assert os.listdir(tmp_path) == ["ckpt"]  # no temp or backup directories remain
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, dirs, files in os.walk(out):  # not mkdtemp's 0700: the permissions a plain mkdir gives
+        for name in [root, *(os.path.join(root, d) for d in dirs)]:
+            assert os.stat(name).st_mode & 0o777 == 0o777 & ~umask, name
+        for name in files:
+            assert os.stat(os.path.join(root, name)).st_mode & 0o777 == 0o666 & ~umask, name

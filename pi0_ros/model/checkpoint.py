@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -169,34 +169,29 @@ class Checkpoint:
 
 
 def _apply_umask(directory: str) -> None:
-    # mkdtemp creates 0700; give the finished checkpoint the permissions a plain mkdir would have.
+    # mkdtemp creates 0700; give the finished checkpoint the permissions a plain mkdir/open would have.
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(directory, 0o777 & ~umask)
-    for name in os.listdir(directory):
-        os.chmod(os.path.join(directory, name), 0o666 & ~umask)
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
 
 
-def save_checkpoint(
-    out_dir: str | os.PathLike,
-    model: Pi0Model,
-    policy_config: Mapping[str, Any],
-    norm_stats: Mapping[str, NormStats],
-    tokenizer: PromptTokenizer,
-) -> str:
-    """Write a checkpoint directory atomically; an existing one is replaced only once the new one is whole."""
+def write_directory_atomically(out_dir: str | os.PathLike, fill: Callable[[str], None]) -> str:
+    """Let ``fill`` write into a temporary sibling directory, then swap it in for ``out_dir``.
+
+    A reader sees the old directory or the whole new one, never a partial one; an old checkpoint is
+    removed only after the new one is in place.
+    """
     out_dir = os.path.abspath(os.fspath(out_dir))
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     try:
-        save_file(weights_for_saving(model), os.path.join(tmp, WEIGHTS_FILE))
-        config = {"format": FORMAT, "version": FORMAT_VERSION, "model": model.config.to_dict(),
-                  "policy": dict(policy_config)}
-        with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2)
-        save_norm_stats(os.path.join(tmp, NORM_STATS_FILE), dict(norm_stats))
-        tokenizer.save(os.path.join(tmp, TOKENIZER_FILE))
+        fill(tmp)
         _apply_umask(tmp)
         old: Optional[str] = None
         if os.path.exists(out_dir):
@@ -209,6 +204,31 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def write_checkpoint_files(directory: str, model: torch.nn.Module, model_config: Mapping[str, Any],
+                           policy_config: Mapping[str, Any], norm_stats: Mapping[str, NormStats],
+                           tokenizer: PromptTokenizer, format_name: str = FORMAT) -> None:
+    """The files every checkpoint has: weights, config (format + model + policy), norm stats, tokenizer."""
+    save_file(weights_for_saving(model), os.path.join(directory, WEIGHTS_FILE))
+    config = {"format": format_name, "version": FORMAT_VERSION, "model": dict(model_config),
+              "policy": dict(policy_config)}
+    with open(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+    save_norm_stats(os.path.join(directory, NORM_STATS_FILE), dict(norm_stats))
+    tokenizer.save(os.path.join(directory, TOKENIZER_FILE))
+
+
+def save_checkpoint(
+    out_dir: str | os.PathLike,
+    model: Pi0Model,
+    policy_config: Mapping[str, Any],
+    norm_stats: Mapping[str, NormStats],
+    tokenizer: PromptTokenizer,
+) -> str:
+    """Write a checkpoint directory atomically; an existing one is replaced only once the new one is whole."""
+    return write_directory_atomically(out_dir, lambda tmp: write_checkpoint_files(
+        tmp, model, model.config.to_dict(), policy_config, norm_stats, tokenizer))
 
 
 def read_checkpoint(ckpt_dir: str | os.PathLike) -> Checkpoint:

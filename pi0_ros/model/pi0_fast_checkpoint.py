@@ -19,18 +19,22 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from pi0_ros.model.checkpoint import CheckpointError, load_weights, load_weights_file, weights_for_saving
+from pi0_ros.model.checkpoint import (
+    CheckpointError,
+    load_weights,
+    load_weights_file,
+    write_checkpoint_files,
+    write_directory_atomically,
+)
 from pi0_ros.model.fast_synthetic import SyntheticChunkConfig, make_chunks
 from pi0_ros.model.fast_tokenizer import FastTokenizer
-from pi0_ros.model.normalization import NormStats, load_norm_stats, save_norm_stats
+from pi0_ros.model.normalization import NormStats, load_norm_stats
 from pi0_ros.model.pi0_fast import PI0_FAST_CONFIGS, Pi0FastConfig, Pi0FastModel, get_pi0_fast_config
 from pi0_ros.model.policy import policy_config_for
 from pi0_ros.model.tokenizer import PromptTokenizer, default_corpus, train_tokenizer
@@ -55,26 +59,12 @@ class FastCheckpoint:
 def save_fast_checkpoint(out_dir: str, model: Pi0FastModel, policy_config: Mapping[str, Any],
                          norm_stats: Mapping[str, NormStats], tokenizer: PromptTokenizer,
                          fast_tokenizer: FastTokenizer) -> str:
-    """Write a checkpoint directory atomically (temp dir, then rename over any old one)."""
-    out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-    try:
-        save_file(weights_for_saving(model), os.path.join(tmp, "model.safetensors"))
-        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, "version": FORMAT_VERSION, "model": model.config.to_dict(),
-                       "policy": dict(policy_config)}, f, indent=2)
-        save_norm_stats(os.path.join(tmp, "norm_stats.json"), dict(norm_stats))
-        tokenizer.save(os.path.join(tmp, "tokenizer.model"))
+    """Write a checkpoint directory atomically: pi0's files plus the FAST tokenizer folder."""
+    def fill(tmp: str) -> None:
+        write_checkpoint_files(tmp, model, model.config.to_dict(), policy_config, norm_stats, tokenizer, FORMAT)
         fast_tokenizer.save(os.path.join(tmp, FAST_DIR))
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+
+    return write_directory_atomically(out_dir, fill)
 
 
 def read_fast_checkpoint(ckpt_dir: str) -> FastCheckpoint:
