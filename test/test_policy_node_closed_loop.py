@@ -27,7 +27,12 @@ from pi0_ros.launch_graph import GraphOptions, policy_node_spec  # noqa: E402
 from pi0_ros.nodes.policy_node import PolicyNode  # noqa: E402
 from pi0_ros.testing.graph_process import GraphProcesses  # noqa: E402
 
-pytestmark = pytest.mark.ros
+# In `make test-slow`, not the default suite: these tests run the node and a stand-in robot on one executor
+# in one process, and on this 2-core machine message delivery between them was late often enough (several
+# runs in ten at the end of the first session) to fail timing-sensitive checks. The same behaviour is covered
+# in the default suite by the ROS-free core tests (test_control_*) and, across real processes, by
+# test_sim_graph.py and test_policy_node_sim.py. Next: move the stand-in robot to its own process.
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 EMB = load_embodiment()
 GROUPS = ("left_arm", "left_gripper", "right_arm", "right_gripper")
 SPEED_SCALE = 0.5
@@ -244,7 +249,9 @@ def test_switches_watchdogs_and_final_hold(ros, node_factory):
 
 def test_unreachable_teleop_pose_goal_is_held_without_crash(ros, node_factory):
     robot, _ = ros
-    node = node_factory(control_mode="teleop")
+    # About IK failures, not staleness: the stand-in robot shares this process's executor, so on a loaded
+    # machine its feedback can arrive later than the default 0.2 s watchdog allows.
+    node = node_factory(control_mode="teleop", joint_state_timeout_s=1.0)
     arm = EMB.groups["left_arm"]
     fk_pose = node.ik["left_arm"].forward(robot.q["left_arm"])
     pub = node.create_publisher(PoseStamped, "/teleop/left_arm/target_pose", 10)
@@ -262,7 +269,7 @@ def test_unreachable_teleop_pose_goal_is_held_without_crash(ros, node_factory):
     while time.monotonic() < deadline and np.max(np.abs(robot.q["left_arm"] - (arm.home + 0.15))) > 0.02:
         send(reachable)
         time.sleep(0.02)
-    assert mode(node) == "teleop"
+    assert mode(node) == "teleop", node.core.diagnostics(time.monotonic())
     held = robot.q["left_arm"].copy()
     far = fk_pose.copy()
     far[0] += 3.0
@@ -293,8 +300,9 @@ def test_sigint_makes_the_last_command_a_hold_at_the_measured_position(ros, tmp_
     with GraphProcesses([policy_node_spec(options)], log_dir=tmp_path) as graph:
         node = graph.node("policy_node")
         wait_for(lambda: robot.count("left_arm") > counts["left_arm"] + 50, timeout=30, what="commands from the node")
-        ahead = np.max(np.abs(robot.positions("left_arm")[-1] - frozen["left_arm"]))
-        assert ahead > 0.05, "the policy commands should have moved away from the measured position"
+        # The first chunk's arrival depends on the machine's load: wait (bounded) for the commands to run ahead.
+        wait_for(lambda: np.max(np.abs(robot.positions("left_arm")[-1] - frozen["left_arm"])) > 0.05, timeout=30,
+                 what="policy commands moving away from the measured position")
         node.process.send_signal(signal.SIGINT)
         assert node.process.wait(timeout=15) == 0, node.log()[-3000:]
     time.sleep(0.3)

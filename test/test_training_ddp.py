@@ -35,7 +35,9 @@ def _worker(rank: int, world: int, port: int, out: str, fsdp: bool) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+# FSDP over gloo aborted once in ~10 full-suite runs on the shared 2-core machine (SIGABRT in rank 0, not
+# reproduced alone): it runs with `make test-slow`; DDP stays in the default suite.
+@pytest.mark.parametrize("fsdp", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["ddp", "fsdp"])
 def test_two_gloo_processes_agree_on_the_weights(tmp_path, fsdp):
     out = str(tmp_path / "run")
     os.makedirs(out)
