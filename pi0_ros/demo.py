@@ -131,7 +131,8 @@ def step_policy(op: Operator, seconds: float, instruction: str) -> StepReport:
     latency = status.get("inference_latency_ms", status.get("inference_ms", "?"))
     mode = op.latest(op.modes)
     limit = float(np.max(op.embodiment.groups["left_arm"].velocity_limits)) / op.embodiment.rates.control_hz
-    ok = all(r[0] for r in results) and rate > 0.8 * op.embodiment.rates.control_hz and step <= limit
+    # The rate is reported, not judged strictly: on a 2-core machine inference shares the CPU (BENCHMARKS.md).
+    ok = all(r[0] for r in results) and rate > 0.5 * op.embodiment.rates.control_hz and step <= limit
     return StepReport("policy", ok, [
         f'instruction "{instruction}"',
         f"command rate {rate:.1f} Hz (control_hz {op.embodiment.rates.control_hz:.0f})",
