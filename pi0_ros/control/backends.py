@@ -60,7 +60,14 @@ def _local(options: BackendOptions, embodiment: Embodiment) -> Policy:
         raise ValueError(f"policy_backend {options.backend!r} needs the 'checkpoint' parameter")
     from pi0_ros.serving.loader import load_policy
 
-    return load_policy(checkpoint_dir=options.checkpoint, policy_type=options.backend)
+    kwargs = {}
+    import torch  # only local backends need it
+
+    if options.backend == "pi0" and not torch.cuda.is_available():
+        # One intra-op thread: on a small CPU, torch's threads compete with the control loop and the
+        # drivers, and inference latency collapses (BENCHMARKS.md, pi0 model, CPU table).
+        kwargs["cpu_threads"] = 1
+    return load_policy(checkpoint_dir=options.checkpoint, policy_type=options.backend, loader_kwargs=kwargs)
 
 
 def _remote(options: BackendOptions, embodiment: Embodiment) -> Policy:
