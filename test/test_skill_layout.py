@@ -57,14 +57,16 @@ def test_simulator_puts_the_cubes_at_the_fixed_positions(tmp_path):
 
 
 def test_tasks_parse_and_are_drawn_from_the_list():
-    assert parse_tasks("red:left, blue:right") == SKILL_TASKS
+    assert parse_tasks("red:left, green:left,green:right , blue:right") == SKILL_TASKS
     assert parse_tasks("green:right_arm") == (TouchTask("green", "right_arm"),)
     with pytest.raises(ValueError):
         parse_tasks("red:middle")
     state = {"objects": {"red": {"position": [0.45, 0.15, 1.07]}, "blue": {"position": [0.45, -0.15, 1.07]}}}
-    drawn = {choose_task(state, np.random.default_rng(seed), tasks=SKILL_TASKS) for seed in range(20)}
+    drawn = {choose_task(state, np.random.default_rng(seed), tasks=SKILL_TASKS) for seed in range(40)}
     assert drawn == set(SKILL_TASKS)
     assert {t.instruction for t in SKILL_TASKS} == {"touch the red cube with the left hand",
+                                                    "touch the green cube with the left hand",
+                                                    "touch the green cube with the right hand",
                                                     "touch the blue cube with the right hand"}
 
 

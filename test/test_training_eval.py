@@ -1,10 +1,21 @@
-"""pi0-eval's ROS-free parts: seeds, success criteria, the episode loop (with a stand-in driver), summary."""
+"""pi0-eval's ROS-free parts: seeds, success criteria, the episode loop (with a stand-in driver), summary,
+jerk, the language-following case and the plots."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from pi0_ros.training.evaluate import fixed_plan, format_text, parse_seeds, run_episodes, success_check, summarize
+from pi0_ros.training.eval_metrics import episode_jerk, is_language_case, nearest_object, rms_jerk
+from pi0_ros.training.evaluate import (
+    expert_plan,
+    fixed_plan,
+    format_text,
+    parse_seeds,
+    run_episodes,
+    success_check,
+    summarize,
+)
 
 
 def test_seed_ranges():
@@ -25,64 +36,127 @@ def test_success_criteria():
 
 
 class FakeDriver:
-    """Seeds below 3 succeed at once; seed 2 also shows a safety fault; seed 9 cannot be reset."""
+    """The episode protocol of pi0_ros.testing.sim_driver.EpisodeDriver, scripted per seed.
 
-    def __init__(self):
+    Seeds below 3 succeed on the third task state; seed 2 also reports a safety fault; seed 9 cannot be
+    reset; seed 7's policy switch is refused. Commands move the left arm along a cubic (constant jerk)."""
+
+    def __init__(self, state0=None):
         self.seed = None
+        self.calls = []
+        self.state0 = state0 or {}
 
     def reset(self, seed):
         self.seed = seed
+        self.calls.append("reset")
         return seed != 9
 
-    def wait_for(self, predicate, timeout):
-        state = {"touched": {"left_arm": ["cube"] if self.seed < 3 else []}}
-        return state if predicate(state) else None
-
     def current_state(self):
-        return {}
+        return self.state0
 
-    def publish_instruction(self, text):
-        self.instruction = text
+    def start(self, instruction):
+        self.calls.append(f"start {instruction}")
+        return (False, "no policy") if self.seed == 7 else (True, "")
 
-    def faults_since_reset(self):
+    def stop(self):
+        self.calls.append("stop")
+
+    def states_since_start(self):
+        touched = self.seed < 3
+        return [(0.1 * k, {"touched": {"left_arm": ["cube"] if touched and k >= 2 else []},
+                           "distances": {"left_arm": {"cube": 0.3 - 0.1 * k}}}) for k in range(3)]
+
+    def wait_for(self, predicate, timeout):
+        return next((s for _, s in self.states_since_start() if predicate(s)), None)
+
+    def commands_since_start(self):
+        t = np.arange(20) * 0.1
+        return {"left_arm": [(ti, np.full(7, 2.0 * ti ** 3)) for ti in t]}
+
+    def faults_since_start(self):
         return ["joint_step_limited"] if self.seed == 2 else []
 
 
 def test_episode_loop_and_summary():
     driver = FakeDriver()
     plan = fixed_plan("touch the cube", success_check("touched"))
-    episodes = run_episodes(driver, [0, 2, 5, 9], plan, timeout=0.01, log=lambda m: None)
-    assert driver.instruction == "touch the cube"
-    assert [e["success"] for e in episodes] == [True, True, False, False]
+    episodes = run_episodes(driver, [0, 2, 5, 9, 7], plan, timeout=0.01, log=lambda m: None)
+    # every started episode is parked again; the refused and the unreset ones fail
+    assert driver.calls[:3] == ["reset", "start touch the cube", "stop"]
+    assert driver.calls.count("stop") == 4
+    assert [e["success"] for e in episodes] == [True, True, False, False, False]
+    assert episodes[0]["time_to_success_s"] == pytest.approx(0.2)
+    assert any(f.startswith("policy_refused") for f in episodes[4]["faults"])
     summary = summarize(episodes)
-    assert summary["success_rate"] == 0.5 and summary["safety_events"] == 1
-    assert summary["reset_failures"] == 1 and summary["time_to_success_s_median"] is not None
-    assert "2/4 successes (50 %)" in format_text(summary, "ckpt")
+    assert summary["success_rate"] == 0.4 and summary["safety_events"] == 2
+    assert summary["reset_failures"] == 1 and summary["time_to_success_s_median"] == pytest.approx(0.2)
+    assert summary["by_instruction"]["touch the cube"] == {"episodes": 4, "successes": 2, "success_rate": 0.5}
+    # 2 t^3 has a third derivative of 12 everywhere: the RMS jerk of the fake commands
+    assert summary["command_jerk_rms_median"] == pytest.approx(12.0, rel=1e-6)
+    assert "2/5 successes (40 %)" in format_text(summary, "ckpt")
 
 
-class DistanceDriver(FakeDriver):
-    """The left arm closes in on the red cube (left of the robot) and touches it on the third look."""
+def test_expert_plan_gives_the_task_the_closest_approach_and_the_language_case():
+    # red is named, but green is nearer to the left hand at the start: a language-following case
+    state0 = {"objects": {"red": {"position": [0.45, 0.15, 1.07]}, "green": {"position": [0.47, 0.0, 1.07]}},
+              "distances": {"left_arm": {"red": 0.30, "green": 0.20}}}
 
-    def __init__(self):
-        super().__init__()
-        self.looks = 0
+    class Driver(FakeDriver):
+        def states_since_start(self):
+            return [(0.1 * k, {"touched": {"left_arm": ["red"] if d < 0.02 else []},
+                               "distances": {"left_arm": {"red": d, "green": 0.25}}})
+                    for k, d in enumerate((0.3, 0.1, 0.01))]
 
-    def current_state(self):
-        return {"objects": {"red": {"position": [0.5, 0.2, 0.0]}}}
-
-    def wait_for(self, predicate, timeout):
-        for d in (0.3, 0.1, 0.01):
-            state = {"touched": {"left_arm": ["red"] if d < 0.02 else []}, "distances": {"left_arm": {"red": d}}}
-            if predicate(state):
-                return state
-        return None
-
-
-def test_expert_plan_gives_the_task_and_tracks_the_closest_approach():
-    from pi0_ros.training.evaluate import expert_plan
-
-    driver = DistanceDriver()
-    (episode,) = run_episodes(driver, [3], expert_plan, timeout=0.01, log=lambda m: None)
-    assert driver.instruction == "touch the red cube with the left hand"
+    driver = Driver(state0)
+    (episode,) = run_episodes(driver, [3], lambda seed, state: expert_plan(seed, state, tasks=None),
+                              timeout=0.01, log=lambda m: None)
+    assert driver.calls[1] == "start touch the red cube with the left hand"
     assert episode["success"] and episode["start_distance_m"] == 0.3 and episode["min_distance_m"] == 0.01
-    assert summarize([episode])["min_distance_m_median"] == 0.01
+    assert episode["language_case"] is True
+    assert [d for _, d in episode["distance_trace"]] == [0.3, 0.1, 0.01]
+    summary = summarize([episode])
+    assert summary["min_distance_m_median"] == 0.01
+    assert summary["language_following"] == {"episodes": 1, "successes": 1, "success_rate": 1.0}
+    assert "language following" in format_text(summary, "x")
+
+
+def test_jerk_of_smooth_and_jumpy_command_streams():
+    t = np.arange(50) * 0.1
+    linear = np.stack([0.1 * t] * 7, axis=1)
+    assert rms_jerk(linear, 0.1) == pytest.approx(0.0, abs=1e-9)
+    jumpy = linear.copy()
+    jumpy[25:] += 0.05  # a chunk switch that jumps 0.05 rad
+    assert rms_jerk(jumpy, 0.1) > 10.0
+    assert rms_jerk(linear[:3], 0.1) is None  # too short for a third difference
+    # arrival jitter does not count: the node's nominal period (median spacing) is used
+    jittered = [(ti + (0.02 if k % 2 else 0.0), q) for k, (ti, q) in enumerate(zip(t, linear, strict=True))]
+    assert episode_jerk({"left_arm": jittered}) == pytest.approx(0.0, abs=1e-9)
+    assert episode_jerk({"left_arm": jittered[:2]}) is None
+
+
+def test_language_case_is_the_named_object_not_being_the_nearest():
+    state = {"distances": {"left_arm": {"red": 0.2, "green": 0.25, "blue": float("nan")},
+                           "right_arm": {"red": 0.4, "green": 0.22}}}
+    assert nearest_object(state, "left_arm") == "red"
+    assert is_language_case(state, "left_arm", "red") is False
+    assert is_language_case(state, "left_arm", "green") is True
+    assert is_language_case(state, "right_arm", "green") is False
+    assert is_language_case({}, "left_arm", "red") is None
+
+
+def test_plots_are_written(tmp_path):
+    from PIL import Image
+
+    from pi0_ros.training.eval_plots import write_plots
+
+    driver = FakeDriver()
+    episodes = run_episodes(driver, [0, 5], fixed_plan("touch the cube", success_check("touched")), timeout=0.01,
+                            log=lambda m: None)
+    for e in episodes:
+        e["distance_trace"] = [(0.0, 0.3), (1.0, 0.1)]
+    report = {"label": "test", "episodes": episodes, "summary": summarize(episodes)}
+    paths = write_plots(report, tmp_path / "eval", touch_distance_m=0.035)
+    assert [p.name for p in paths] == ["eval_distance.png", "eval_summary.png"]
+    for p in paths:
+        with Image.open(p) as image:
+            assert image.size[0] > 400 and image.size[1] > 200

@@ -47,8 +47,12 @@ class ExpertConfig:
 
 
 # The language-conditioned skill of the fixed layout (config/sim.yaml `objects.layout: fixed`: red on the left,
-# blue on the right): the scene is the same on every reset, so only the instruction says which hand moves.
-SKILL_TASKS = (TouchTask("red", "left_arm"), TouchTask("blue", "right_arm"))
+# green in the middle, blue on the right, each jittered by the seed). Red and blue go to the hand on their side;
+# green, in reach of both, to either hand: "touch the green cube with the left hand" names a cube other than the
+# one nearest that hand, so those episodes measure language following (a policy that ignores the object word
+# goes to the nearest cube).
+SKILL_TASKS = (TouchTask("red", "left_arm"), TouchTask("green", "left_arm"),
+               TouchTask("green", "right_arm"), TouchTask("blue", "right_arm"))
 
 _HAND_WORDS = {"left": "left_arm", "right": "right_arm", "left_arm": "left_arm", "right_arm": "right_arm"}
 

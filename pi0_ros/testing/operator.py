@@ -26,7 +26,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Int32, String
 
 from pi0_ros.embodiment import Embodiment
 
@@ -88,6 +88,7 @@ class Operator:
                                                              RELIABLE)
                           for g in self.embodiment.groups_of_kind("arm")}
         self.instruction_pub = self.node.create_publisher(String, "instruction", LATCHED)
+        self.reset_pub = self.node.create_publisher(Int32, f"{self.sim_node}/reset_seed", RELIABLE)
         self.param_client = self.node.create_client(SetParameters, f"{self.policy_node}/set_parameters")
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -179,6 +180,10 @@ class Operator:
     def send_instruction(self, text: str) -> None:
         """Publish the language instruction (transient local, like a user's console)."""
         self.instruction_pub.publish(String(data=text))
+
+    def reset_simulator(self, seed: int) -> None:
+        """Ask the simulator to reset to ``seed`` (robot home, objects placed by the seed)."""
+        self.reset_pub.publish(Int32(data=int(seed)))
 
 
 def _positions(msg: JointState) -> Dict[str, float]:

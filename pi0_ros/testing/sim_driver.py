@@ -1,100 +1,122 @@
-"""pi0-eval's rclpy side: reset the simulator to a seed, watch its task state and the policy
-node's diagnostics. Imported lazily by ``evaluate`` (the rest of ``pi0_ros.training`` is ROS-free).
+"""pi0-eval's rclpy side: one episode protocol on top of the :class:`~pi0_ros.testing.operator.Operator`.
 
-Topics: ``/sim_robot/reset_seed`` (std_msgs/Int32, published), ``/sim_robot/task_state``
-(std_msgs/String JSON, subscribed), ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, the policy
-node's status with its ``faults`` value).
+Every episode starts the same way a demonstration did: the policy node is parked in teleop mode with both
+arms and grippers sent to their home positions, the simulator resets to the seed, the arms come to rest at
+home, and only then is the instruction published and the node switched to ``control_mode: policy`` (the
+operator's parameter switch, as on the robot). Without the parking, the policy keeps acting through the
+reset with the previous instruction and every episode starts from a different pose. After the episode the
+node goes back to teleop (the arms return home). Imported lazily by ``evaluate``.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from std_msgs.msg import Int32, String
+import numpy as np
+
+from pi0_ros.embodiment import Embodiment
+from pi0_ros.testing.operator import Operator
+
+HOME_TOLERANCE_RAD = 0.02
 
 
-class SimDriver:
-    """A node on its own executor thread; all waits are bounded."""
+class EpisodeDriver:
+    """Resets, starts and watches episodes through a running :class:`Operator`; all waits are bounded."""
 
-    def __init__(self, sim_name: str = "sim_robot", policy_name: str = "policy_node"):
-        if not rclpy.ok():
-            rclpy.init()
-        self.node = Node("pi0_eval_driver")
-        self.policy_name = policy_name
-        self._lock = threading.Lock()
-        self.task_state: Optional[Dict[str, Any]] = None
-        self.faults: List[str] = []  # distinct fault names seen since the last reset, in order
-        self.reset_pub = self.node.create_publisher(Int32, f"/{sim_name}/reset_seed", 10)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                             reliability=ReliabilityPolicy.RELIABLE)
-        self.instruction_pub = self.node.create_publisher(String, "instruction", latched)
-        self.node.create_subscription(String, f"/{sim_name}/task_state", self._on_task, 10)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+    def __init__(self, operator: Operator, embodiment: Embodiment, settle_s: float = 1.0,
+                 policy_status: str = "policy_node"):
+        self.op = operator
+        self.embodiment = embodiment
+        self.settle_s = settle_s
+        self.policy_status = policy_status
+        self.parked_groups = [g.name for g in embodiment.groups.values() if g.kind in ("arm", "gripper")]
+        self.arms = [g.name for g in embodiment.groups.values() if g.kind == "arm"]
+        self.t_start = time.monotonic()
 
-    def _on_task(self, msg: String) -> None:
-        with self._lock:
-            self.task_state = json.loads(msg.data)
+    def _send_home(self) -> None:
+        self.op.send_joint_targets({g: self.embodiment.groups[g].home for g in self.parked_groups})
 
-    def _on_diag(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name != self.policy_name:
-                continue
-            values = {kv.key: kv.value for kv in status.values}
-            faults = [f for f in values.get("faults", "").split(",") if f]
-            with self._lock:
-                self.faults.extend(f for f in faults if f not in self.faults)
-
-    def wait_for(self, predicate: Callable[[Dict[str, Any]], bool], timeout: float) -> Optional[Dict[str, Any]]:
-        """The first task state satisfying ``predicate`` within ``timeout`` seconds, else None."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                state = self.task_state
-            if state is not None and predicate(state):
-                return state
-            time.sleep(0.05)
-        return None
+    def _at_home(self) -> bool:
+        for arm in self.arms:
+            q = self.op.positions(arm)
+            if q is None or np.max(np.abs(q - self.embodiment.groups[arm].home)) > HOME_TOLERANCE_RAD:
+                return False
+        return True
 
     def reset(self, seed: int, timeout: float = 20.0) -> bool:
-        """Reset the simulator to ``seed`` and wait until its task state reports it."""
-        with self._lock:
-            self.task_state = None
-            self.faults = []
+        """Park the policy (teleop, home targets), reset the simulator to ``seed``, wait for rest at home."""
+        self._send_home()
+        results = self.op.set_parameters(control_mode="teleop")
+        if not all(ok for ok, _ in results):
+            raise RuntimeError(f"the policy node refused teleop mode: {results}")
         deadline = time.monotonic() + timeout
+        t_request = time.monotonic()
         while time.monotonic() < deadline:
-            self.reset_pub.publish(Int32(data=int(seed)))
-            if self.wait_for(lambda s: int(s.get("seed", -1)) == seed, 2.0) is not None:
-                with self._lock:
-                    self.faults = []
-                return True
-        return False
-
-    def publish_instruction(self, text: str) -> None:
-        """The language instruction (the policy node's latched ``instruction`` topic)."""
-        self.instruction_pub.publish(String(data=text))
+            self._send_home()
+            self.op.reset_simulator(seed)
+            if self._wait(lambda s: int(s.get("seed", -1)) == seed, 2.0, since=t_request) is not None:
+                break
+        else:
+            return False
+        settle_end = time.monotonic() + self.settle_s
+        while time.monotonic() < deadline and (time.monotonic() < settle_end or not self._at_home()):
+            self._send_home()
+            time.sleep(0.1)
+        return self._at_home()
 
     def current_state(self) -> Optional[Dict[str, Any]]:
-        with self._lock:
-            return self.task_state
+        """The newest task state (JSON of ``/sim_robot/task_state``)."""
+        latest = self.op.latest(self.op.task_state)
+        return None if latest is None else latest.value
 
-    def faults_since_reset(self) -> List[str]:
-        with self._lock:
-            return list(self.faults)
+    def start(self, instruction: Optional[str]) -> Tuple[bool, str]:
+        """Publish ``instruction`` (latched) and switch the policy node to policy mode."""
+        if instruction is not None:
+            self.op.send_instruction(instruction)
+            time.sleep(0.3)  # the latched instruction reaches the node before its first policy observation
+        self.t_start = time.monotonic()
+        (result,) = self.op.set_parameters(control_mode="policy")
+        return result
 
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    def stop(self) -> None:
+        """Back to teleop: the arms return to the last teleop targets (home)."""
+        self.op.set_parameters(control_mode="teleop")
+
+    def wait_for(self, predicate: Callable[[Dict[str, Any]], bool], timeout: float) -> Optional[Dict[str, Any]]:
+        """The first task state since the start satisfying ``predicate`` within ``timeout`` s, else None."""
+        return self._wait(predicate, timeout, since=self.t_start)
+
+    def _wait(self, predicate, timeout: float, since: float) -> Optional[Dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        checked = since
+        while True:
+            for entry in self.op.since(self.op.task_state, checked):
+                checked = max(checked, entry.t + 1e-9)
+                if predicate(entry.value):
+                    return entry.value
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def states_since_start(self) -> List[Tuple[float, Dict[str, Any]]]:
+        """``(seconds since the start, task state)`` of every task state received since the start."""
+        return [(e.t - self.t_start, e.value) for e in self.op.since(self.op.task_state, self.t_start)]
+
+    def commands_since_start(self) -> Dict[str, List[Tuple[float, np.ndarray]]]:
+        """The arm commands the policy node sent since the start: ``{arm: [(t, positions), ...]}``."""
+        out: Dict[str, List[Tuple[float, np.ndarray]]] = {}
+        for arm in self.arms:
+            names = self.embodiment.groups[arm].joints
+            out[arm] = [(e.t, np.array([e.value[n] for n in names]))
+                        for e in self.op.since(self.op.commands[arm], self.t_start)
+                        if all(n in e.value for n in names)]
+        return out
+
+    def faults_since_start(self) -> List[str]:
+        """Distinct fault names the policy node reported while the policy acted, in order."""
+        faults: List[str] = []
+        for entry in self.op.since(self.op.diagnostics, self.t_start):
+            values = entry.value.get(self.policy_status, {})
+            faults.extend(f for f in values.get("faults", "").split(",") if f and f not in faults)
+        return faults

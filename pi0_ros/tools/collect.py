@@ -116,7 +116,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="cube layout: random (by seed, the default) or fixed (config/sim.yaml objects.fixed)")
     parser.add_argument("--tasks", default=None,
                         help="tasks drawn per episode, e.g. red:left,blue:right (default: with --layout fixed "
-                             "the skill's two tasks, else the cube's side decides the hand)")
+                             "the skill's four tasks, else the cube's side decides the hand)")
     parser.add_argument("--keep-failed", action="store_true", help="keep episodes without a touch too")
     parser.add_argument("--settle-s", type=float, default=1.0, help="pause after each reset")
     parser.add_argument("--startup-timeout-s", type=float, default=90.0)

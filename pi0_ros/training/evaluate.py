@@ -56,11 +56,11 @@ def success_check(spec: str) -> Callable[[Dict[str, Any]], bool]:
 
 
 def summarize(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Success rate, time to success (successful episodes), safety events."""
+    """Success rate, time to success (successful episodes), safety events, smoothness, language following."""
     n = len(episodes)
     ok = [e for e in episodes if e["success"]]
     times = [e["time_to_success_s"] for e in ok]
-    return {
+    summary = {
         "episodes": n, "successes": len(ok), "success_rate": len(ok) / n if n else float("nan"),
         "time_to_success_s_median": statistics.median(times) if times else None,
         "time_to_success_s_mean": statistics.fmean(times) if times else None,
@@ -69,7 +69,18 @@ def summarize(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
         "reset_failures": sum(1 for e in episodes if not e["reset_ok"]),
         "min_distance_m_median": _median([e.get("min_distance_m") for e in episodes]),
         "start_distance_m_median": _median([e.get("start_distance_m") for e in episodes]),
+        "command_jerk_rms_median": _median([e.get("command_jerk_rms") for e in episodes]),
+        "language_following": _rate([e for e in episodes if e.get("language_case")]),
+        "by_instruction": {text: _rate([e for e in episodes if e.get("instruction") == text])
+                           for text in sorted({e["instruction"] for e in episodes if e.get("instruction")})},
     }
+    return summary
+
+
+def _rate(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
+    successes = sum(1 for e in episodes if e["success"])
+    return {"episodes": len(episodes), "successes": successes,
+            "success_rate": successes / len(episodes) if episodes else None}
 
 
 def _median(values: List[Optional[float]]) -> Optional[float]:
@@ -80,23 +91,33 @@ def _median(values: List[Optional[float]]) -> Optional[float]:
 def format_text(summary: Dict[str, Any], label: str) -> str:
     """Short human-readable summary."""
     med = summary["time_to_success_s_median"]
-    return (f"{label}: {summary['successes']}/{summary['episodes']} successes "
+    text = (f"{label}: {summary['successes']}/{summary['episodes']} successes "
             f"({100 * summary['success_rate']:.0f} %), median time to success "
             f"{'-' if med is None else f'{med:.1f} s'}, {summary['safety_events']} safety event(s) in "
-            f"{summary['episodes_with_safety_events']} episode(s), {summary['reset_failures']} reset failure(s)"
-            + ("" if summary.get("min_distance_m_median") is None else
-               f", median distance to the target {summary['start_distance_m_median']:.3f} m at the start, "
-               f"{summary['min_distance_m_median']:.3f} m at the closest"))
+            f"{summary['episodes_with_safety_events']} episode(s), {summary['reset_failures']} reset failure(s)")
+    if summary.get("min_distance_m_median") is not None:
+        text += (f", median distance to the target {summary['start_distance_m_median']:.3f} m at the start, "
+                 f"{summary['min_distance_m_median']:.3f} m at the closest")
+    language = summary.get("language_following") or {}
+    if language.get("episodes"):
+        text += (f"; language following (the instruction names a cube other than the hand's nearest): "
+                 f"{language['successes']}/{language['episodes']}")
+    if summary.get("command_jerk_rms_median") is not None:
+        text += f"; median RMS command jerk {summary['command_jerk_rms_median']:.1f} rad/s^3"
+    return text
 
 
 @dataclasses.dataclass
 class EpisodeTask:
-    """What one episode asks for: the instruction (None: leave the node's), the success test, and
-    optionally a distance to the goal (metres) whose minimum over the episode is reported."""
+    """What one episode asks for: the instruction (None: leave the node's), the success test, optionally a
+    distance to the goal (metres) whose minimum over the episode is reported, and the arm and object the
+    instruction names (for the language-following case)."""
 
     instruction: Optional[str]
     solved: Callable[[Dict[str, Any]], bool]
     distance: Optional[Callable[[Dict[str, Any]], float]] = None
+    arm: Optional[str] = None
+    object: Optional[str] = None
 
 
 Plan = Callable[[int, Dict[str, Any]], EpisodeTask]
@@ -118,37 +139,53 @@ def expert_plan(seed: int, state: Dict[str, Any], tasks: Optional[Sequence[Any]]
     task = choose_task(state, np.random.default_rng(seed), tasks=tasks)
     return EpisodeTask(task.instruction,
                        lambda s: task.object in s.get("touched", {}).get(task.arm, []),
-                       lambda s: float(s.get("distances", {}).get(task.arm, {}).get(task.object, float("nan"))))
+                       lambda s: float(s.get("distances", {}).get(task.arm, {}).get(task.object, float("nan"))),
+                       arm=task.arm, object=task.object)
 
 
 def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
                  log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-    """Reset to each seed, give the instruction, then wait (bounded) for success."""
+    """For each seed: reset (policy parked), give the instruction, switch to the policy, wait (bounded) for
+    success, park again; then measure the episode from what the driver recorded."""
+    from pi0_ros.training.eval_metrics import episode_jerk, is_language_case
+
     results = []
     for seed in seeds:
         reset_ok = driver.reset(seed)
-        task = plan(seed, driver.current_state() or {}) if reset_ok else None
-        distances: List[float] = []
-
-        def solved(s: Dict[str, Any], task=task, distances=distances) -> bool:
+        state0 = driver.current_state() or {}
+        task = plan(seed, state0) if reset_ok else None
+        result: Dict[str, Any] = {"seed": seed, "instruction": task.instruction if task else None,
+                                  "reset_ok": reset_ok, "success": False, "time_to_success_s": None,
+                                  "start_distance_m": None, "min_distance_m": None, "distance_trace": [],
+                                  "language_case": None, "command_jerk_rms": None, "faults": []}
+        if task is not None:
+            result["language_case"] = (is_language_case(state0, task.arm, task.object)
+                                       if task.arm and task.object else None)
+            started, reason = driver.start(task.instruction)
+            t0 = time.monotonic()
+            final = driver.wait_for(task.solved, timeout) if started else None
+            waited = time.monotonic() - t0
+            states = driver.states_since_start()
+            driver.stop()
+            if final is not None:
+                result["success"] = True
+                result["time_to_success_s"] = next((t for t, s in states if task.solved(s)), waited)
             if task.distance is not None:
-                distances.append(task.distance(s))
-            return task.solved(s)
-
-        if task is not None and task.instruction is not None:
-            driver.publish_instruction(task.instruction)
-        t0 = time.monotonic()
-        state = driver.wait_for(solved, timeout) if reset_ok else None
-        elapsed = time.monotonic() - t0
-        finite = [d for d in distances if d == d]
-        result = {"seed": seed, "instruction": task.instruction if task else None, "reset_ok": reset_ok,
-                  "success": state is not None, "time_to_success_s": elapsed if state is not None else None,
-                  "start_distance_m": finite[0] if finite else None,
-                  "min_distance_m": min(finite) if finite else None, "faults": driver.faults_since_reset()}
+                trace = [(round(t, 3), task.distance(s)) for t, s in states]
+                trace = [(t, d) for t, d in trace if d == d]  # drop NaN (object or arm unknown)
+                result["distance_trace"] = trace
+                if trace:
+                    result["start_distance_m"] = trace[0][1]
+                    result["min_distance_m"] = min(d for _, d in trace)
+            result["command_jerk_rms"] = episode_jerk(driver.commands_since_start())
+            result["faults"] = driver.faults_since_start() + ([] if started else [f"policy_refused: {reason}"])
         results.append(result)
-        extra = "" if not finite else f", distance {finite[0]:.3f} -> min {min(finite):.3f} m"
-        log(f"seed {seed}: {'success' if result['success'] else 'failure'} after {elapsed:.1f} s{extra}"
+        elapsed = result["time_to_success_s"]
+        extra = ("" if result["min_distance_m"] is None else
+                 f", distance {result['start_distance_m']:.3f} -> min {result['min_distance_m']:.3f} m")
+        log(f"seed {seed}: {'success after ' + f'{elapsed:.1f} s' if result['success'] else 'failure'}{extra}"
             + (f" ({result['instruction']})" if result["instruction"] else "")
+            + (" [language case]" if result["language_case"] else "")
             + (f", faults {result['faults']}" if result["faults"] else ""))
     return results
 
@@ -186,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cube layout of the simulator: random (by seed) or fixed (config/sim.yaml objects.fixed)")
     p.add_argument("--tasks", default=None,
                    help="with --instruction auto: tasks drawn per seed, e.g. red:left,blue:right (default: with "
-                        "--layout fixed the skill's two tasks, else the cube's side decides the hand)")
+                        "--layout fixed the skill's four tasks, else the cube's side decides the hand)")
     p.add_argument("--startup-timeout", type=float, default=120.0)
     p.add_argument("--sim-params", default=None)
     p.add_argument("--out", default=None, help="JSON results file")
@@ -214,7 +251,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         extra["control_hz"] = float(control_hz)
     if args.execute_steps:
         extra["execute_steps"] = int(args.execute_steps)
-    options = GraphOptions(policy_backend=args.backend, checkpoint=args.checkpoint, server_uri=args.server_uri,
+    options = GraphOptions(control_mode="teleop", policy_backend=args.backend, checkpoint=args.checkpoint, server_uri=args.server_uri,
                            instruction=None if args.instruction == "auto" else args.instruction,
                            sim_params=args.sim_params, extra_policy_parameters=extra)
     seeds = parse_seeds(args.seeds)
@@ -224,36 +261,53 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     plan: Plan = ((lambda seed, state: expert_plan(seed, state, tasks)) if args.instruction == "auto"
                   else fixed_plan(args.instruction, success_check(args.success)))
     log_dir = Path(tempfile.mkdtemp(prefix="pi0_eval_"))
-    specs = sim_graph(options)
-    if args.layout != "random":
-        from pi0_ros.paths import config_path
-        from pi0_ros.sim.config import write_layout_variant
+    specs = []
+    for spec in sim_graph(options):  # the policy node starts parked in teleop; each episode switches it
+        if spec.name == "sim_robot":
+            scene = {}
+            if args.layout != "random":
+                from pi0_ros.paths import config_path
+                from pi0_ros.sim.config import write_layout_variant
 
-        scene = write_layout_variant(args.layout, log_dir / f"sim_{args.layout}.yaml", config_path("sim.yaml"))
-        specs = [dataclasses.replace(s, parameters={**s.parameters, "sim_config": str(scene)})
-                 if s.name == "sim_robot" else s for s in specs]
-    from pi0_ros.testing.sim_driver import SimDriver  # rclpy only from here on
+                scene = {"sim_config": str(write_layout_variant(args.layout, log_dir / f"sim_{args.layout}.yaml",
+                                                                config_path("sim.yaml")))}
+            spec = dataclasses.replace(spec, parameters={**spec.parameters, "task_state_hz": 10.0, **scene})
+        specs.append(spec)
+    from pi0_ros.embodiment import load_embodiment
+    from pi0_ros.testing.operator import Operator  # rclpy only from here on
+    from pi0_ros.testing.sim_driver import EpisodeDriver
 
-    with GraphProcesses(specs, log_dir=log_dir) as graph:
-        driver = SimDriver()
+    embodiment = load_embodiment(options.embodiment)
+    with GraphProcesses(specs, log_dir=log_dir) as graph, \
+            Operator(embodiment, image_camera=None) as operator:
+        driver = EpisodeDriver(operator, embodiment)
         try:
-            if driver.wait_for(lambda s: True, args.startup_timeout) is None:
-                graph.check_alive()
-                raise RuntimeError(f"no /sim_robot/task_state within {args.startup_timeout} s (logs: {log_dir})")
-            episodes = run_episodes(driver, seeds, plan, args.episode_timeout)
+            operator.wait_for(driver.current_state, args.startup_timeout)
+        except TimeoutError:
             graph.check_alive()
-        finally:
-            driver.close()
+            raise RuntimeError(f"no /sim_robot/task_state within {args.startup_timeout} s (logs: {log_dir})") from None
+        episodes = run_episodes(driver, seeds, plan, args.episode_timeout)
+        graph.check_alive()
     summary = summarize(episodes)
     label = args.label or args.checkpoint or args.backend
-    report = {"label": label, "backend": args.backend, "policy_parameters": extra, "checkpoint": args.checkpoint,
+    from pi0_ros.paths import config_path
+    from pi0_ros.sim.config import load_sim_config
+
+    touch_distance = load_sim_config(config_path("sim.yaml")).task.touch_distance
+    report = {"label": label, "touch_distance_m": touch_distance, "backend": args.backend, "policy_parameters": extra, "checkpoint": args.checkpoint,
               "instruction": args.instruction, "layout": args.layout,
               "tasks": [t.instruction for t in tasks] if tasks else None,
               "success": args.success, "episode_timeout_s": args.episode_timeout, "seeds": seeds,
               "summary": summary, "episodes": episodes, "logs": str(log_dir)}
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
+        from pi0_ros.training.eval_plots import write_plots
+
+        for path in write_plots(report, out.with_suffix(""), touch_distance):
+            print(f"plot: {path}")
     print(format_text(summary, label))
     return 0
 
