@@ -77,3 +77,21 @@ def test_cli_reports_nan_in_a_team_dataset(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "episode 1: 1 NaN/inf value(s) in 'action' (first at frame 2, dim 1)" in err
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_preloaded_images_equal_the_decoded_ones_and_training_uses_them(tmp_path):
+    from pi0_ros.training.dataset import open_dataset
+
+    root, out = str(tmp_path / "data"), str(tmp_path / "run")
+    ds = write_dataset(root)
+    lazy, cached = open_dataset(root), open_dataset(root)
+    held = cached.preload_images()
+    assert held == sum(ds.episode(i).length for i in range(ds.num_episodes)) * 28 * 28 * 3
+    for i in range(ds.num_episodes):
+        for t in (0, ds.episode(i).length - 1):
+            np.testing.assert_array_equal(cached.images(i, t)["head"], lazy.images(i, t)["head"])
+            np.testing.assert_array_equal(cached.images(i, t)["head"], ds.images(i, t)["head"])  # PNG: lossless
+    code = train_main(["--dataset", root, "--out", out, "--config", "pi0_test", "--steps", "2", "--batch-size", "2",
+                       "--warmup", "1", "--cameras", "head,,", "--cache-images", "--num-workers", "1",
+                       "--no-progress"])
+    assert code == 0 and os.path.isfile(os.path.join(out, "last", "model.safetensors"))

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-every", type=int, default=10)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--num-workers", type=int, default=0)
+    r.add_argument("--cache-images", action="store_true",
+                   help="decode every image once into memory before training (faster epochs; needs RAM: "
+                        "frames x cameras x H x W x 3 bytes)")
     r.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     r.add_argument("--fsdp", action="store_true", help="shard the model over the processes (torchrun)")
     r.add_argument("--no-progress", action="store_true")
@@ -103,7 +106,8 @@ def config_from_args(args: argparse.Namespace):
         lora_alpha=args.lora_alpha, grad_checkpointing=args.grad_checkpointing, precision=args.precision,
         mask_padded_actions=args.mask_padded_actions, fast_scale=args.fast_scale,
         fast_vocab_size=args.fast_vocab_size, save_every=args.save_every, keep_last=args.keep_last,
-        log_every=args.log_every, seed=args.seed, num_workers=args.num_workers, device=args.device,
+        log_every=args.log_every, seed=args.seed, num_workers=args.num_workers, cache_images=args.cache_images,
+        device=args.device,
         fsdp=args.fsdp, progress=not args.no_progress, stop_after=args.stop_after)
 
 

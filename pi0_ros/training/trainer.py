@@ -106,6 +106,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     num_workers: int = 0
+    cache_images: bool = False  # decode every image once into memory before training (datasets that support it)
     device: Optional[str] = None
     fsdp: bool = False
     progress: bool = True
@@ -231,6 +232,18 @@ class LossModule(nn.Module):
         return per.mean()
 
 
+def _single_threaded_worker(worker_id: int) -> None:
+    # Each loader worker builds one sample at a time; letting torch and OpenCV start a thread pool per
+    # worker oversubscribes the cores (N workers x N threads) and slows loading several-fold.
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
 def _to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
@@ -299,6 +312,9 @@ class Trainer:
         expect.cameras = [c for c in cameras if c]
         dims = validate_dataset(self.dataset, expect, source)
         self.episodes = [self.dataset.episode(i) for i in range(self.dataset.num_episodes)]
+        if cfg.cache_images and hasattr(self.dataset, "preload_images"):
+            held = self.dataset.preload_images(progress=cfg.progress and self.info.main)
+            _log(self.info, f"pi0-train: {held / 2**30:.2f} GiB of decoded images held in memory")
         if state is None and not cfg.init:
             tasks = sorted({ep.task for ep in self.episodes})
             overrides = {} if cfg.action_horizon is None else {"action_horizon": cfg.action_horizon}
@@ -458,7 +474,7 @@ class Trainer:
         sampler = StepBatches(len(self.samples), cfg.batch_size, info.rank, info.world, cfg.seed,
                               self.start_step, total)
         loader = torch.utils.data.DataLoader(self.samples, batch_sampler=sampler, collate_fn=self.builder.collate,
-                                             num_workers=cfg.num_workers,
+                                             num_workers=cfg.num_workers, worker_init_fn=_single_threaded_worker,
                                              persistent_workers=False, pin_memory=info.device.type == "cuda")
         if info.main:
             os.makedirs(cfg.out, exist_ok=True)

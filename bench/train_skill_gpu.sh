@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Train several runs of the simulation skill side by side on one GPU (run on the device machine from the
+# repository root), then pack each run's final checkpoint (weights, config, norm stats, tokenizers; no
+# optimizer state), curves and metrics into one tar per run under OUT_DIR (the device returns at most 8
+# files). Every run stops at SECONDS even if unfinished; its last saved checkpoint is packed then.
+#
+#   bench/train_skill_gpu.sh OUT_DIR SECONDS NAME:DATASET:MODEL:CONFIG:STEPS:BATCH [...]
+#
+# e.g. bench/train_skill_gpu.sh $OUT 540 pi0:build/skill/gpu:pi0:pi0_tiny:5000:32
+# Recipe and results: BENCHMARKS.md, "A new skill from demonstrations".
+set -u
+out=$1 secs=$2
+shift 2
+export PYTHONUNBUFFERED=1
+mkdir -p "$out"
+workers=$(( $(nproc) / $# - 1 ))
+names=()
+for spec in "$@"; do
+    IFS=: read -r name data model config steps batch <<< "$spec"
+    names+=("$name")
+    timeout "$secs" python3 -m pi0_ros.training.cli --dataset "$data" --out "/tmp/run_$name" --model "$model" \
+        --config "$config" --steps "$steps" --batch-size "$batch" --action-horizon 10 --delta-layout joint_delta \
+        --lr 3e-4 --warmup 300 --ema 0.999 --save-every 1000 --keep-last 1 --num-workers "$workers" \
+        --cache-images --no-progress > "$out/$name.log" 2>&1 &
+done
+wait
+for name in "${names[@]}"; do
+    files=()
+    for f in last loss.png metrics.jsonl summary.json; do [ -e "/tmp/run_$name/$f" ] && files+=("$f"); done
+    tar -C "/tmp/run_$name" -chf "$out/$name.tar" --exclude training_state.pt "${files[@]}"
+done
+ls -la "$out"
