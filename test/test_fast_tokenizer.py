@@ -143,6 +143,29 @@ def test_specific_bad_sequences_raise(tokenizer, smooth_chunks):
         tokenizer.decode(ids + ids[:1])
 
 
+def test_relaxed_length_fills_missing_high_frequencies_with_zeros_and_drops_extra_ones(tokenizer, smooth_chunks):
+    chunk = smooth_chunks[311]
+    ids = tokenizer.encode(chunk)
+    full = tokenizer.decode(ids)
+    text = tokenizer.bpe.decode(ids, skip_special_tokens=False)
+    for cut in (1, 3):  # drop whole trailing tokens: their coefficients are the highest frequencies
+        short = ids[:-cut]
+        missing = len(text) - len(tokenizer.bpe.decode(short, skip_special_tokens=False))
+        with pytest.raises(FastDecodeError, match="coefficients"):
+            tokenizer.decode(short)
+        with pytest.raises(FastDecodeError, match="accepted"):
+            tokenizer.decode(short, length_tolerance=missing - 1)
+        relaxed = tokenizer.decode(short, length_tolerance=missing)
+        coeffs = chunk_to_coefficients(full, tokenizer.config.scale)
+        coeffs[len(coeffs) - missing:] = 0  # frequency-major: the tail is the highest frequencies
+        expected = coefficients_to_chunk(coeffs, tokenizer.action_horizon, tokenizer.action_dim, tokenizer.config.scale)
+        np.testing.assert_allclose(relaxed, expected, atol=1e-6)
+        assert _rms(relaxed, chunk) < 0.1  # still close: only high frequencies are gone
+    longer = ids + ids[-1:]
+    extra = len(tokenizer.bpe.decode(longer, skip_special_tokens=False)) - len(text)
+    np.testing.assert_allclose(tokenizer.decode(longer, length_tolerance=extra), full, atol=1e-6)
+
+
 def test_decoded_chunk_beyond_normalized_limit_raises(tmp_path, tokenizer):
     loud = np.full((50, 14), 0.95)
     ids = tokenizer.encode(loud)

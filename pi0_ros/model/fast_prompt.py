@@ -104,6 +104,6 @@ class FastPromptBuilder:
             raise FastDecodeError(f"non-action token {t} inside the action span (after {len(fast)} actions)")
         raise FastDecodeError(f"no end marker within {len(ids)} generated tokens")
 
-    def decode_actions(self, generated: Sequence[int]) -> np.ndarray:
-        """Generated ids -> normalized chunk [T, D] (checked by the FAST tokenizer)."""
-        return self.fast.decode(self.extract_fast_tokens(generated))
+    def decode_actions(self, generated: Sequence[int], length_tolerance: int = 0) -> np.ndarray:
+        """Generated ids -> normalized chunk [T, D] (checked by the FAST tokenizer; see its ``decode``)."""
+        return self.fast.decode(self.extract_fast_tokens(generated), length_tolerance=length_tolerance)

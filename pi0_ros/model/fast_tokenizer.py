@@ -11,7 +11,10 @@ Encoding a normalized chunk ``float[T, D]`` (quantile-normalized to about [-1, 1
 Decoding reverses every step and checks each one: an id outside the vocabulary, a string that is
 not a valid symbol sequence, a wrong number of coefficients, a coefficient outside the alphabet or
 a chunk far outside the normalized range raises :class:`FastDecodeError` instead of returning a
-guess (openpi silently returns zeros there; a robot must never receive such a chunk).
+guess (openpi silently returns zeros there; a robot must never receive such a chunk). One relaxation
+is opt-in (``length_tolerance``): a sequence a few coefficients too short or too long is completed
+with zeros or cut at the end. Frequency-major order puts the highest frequencies last, so this only
+smooths the chunk (LeRobot's pi0-FAST decodes the same way, without a bound).
 
 On disk a tokenizer is a folder with ``tokenizer.json`` and ``processor_config.json`` -- the layout
 of the released FAST+ tokenizer (``physical-intelligence/fast`` on the HuggingFace hub), so that
@@ -207,8 +210,11 @@ class FastTokenizer:
         return [self.encode(chunk) for chunk in chunks]
 
     # ------------------------------------------------------------------ decode
-    def decode(self, tokens: Sequence[int]) -> np.ndarray:
-        """The normalized chunk ``float32[T, D]`` of a token sequence; raises FastDecodeError."""
+    def decode(self, tokens: Sequence[int], length_tolerance: int = 0) -> np.ndarray:
+        """The normalized chunk ``float32[T, D]`` of a token sequence; raises FastDecodeError.
+
+        ``length_tolerance``: accept up to this many coefficients too few (the missing highest frequencies
+        become 0) or too many (the extra ones are dropped); every other check still applies."""
         ids = [int(t) for t in tokens]
         if not ids:
             raise FastDecodeError("empty FAST token sequence")
@@ -218,11 +224,13 @@ class FastTokenizer:
         text = self.bpe.decode(ids, skip_special_tokens=False)
         if self._byte_level and _REPLACEMENT_CHAR in text:
             raise FastDecodeError("FAST tokens do not form valid UTF-8 (broken byte-level sequence)")
-        if len(text) != self.config.num_coefficients:
-            raise FastDecodeError(
-                f"FAST tokens decode to {len(text)} coefficients, expected {self.config.num_coefficients}"
-            )
+        expected = self.config.num_coefficients
+        if len(text) != expected and (not text or abs(len(text) - expected) > length_tolerance):
+            raise FastDecodeError(f"FAST tokens decode to {len(text)} coefficients, expected {expected}"
+                                  + (f" (+-{length_tolerance} accepted)" if length_tolerance else ""))
         coeffs = np.fromiter((ord(c) for c in text), dtype=np.int64, count=len(text)) + self.config.min_token
+        if len(coeffs) != expected:
+            coeffs = np.concatenate([coeffs[:expected], np.zeros(max(0, expected - len(coeffs)), dtype=np.int64)])
         low, high = self._coefficient_range()
         if coeffs.min() < low or coeffs.max() > high:
             raise FastDecodeError(

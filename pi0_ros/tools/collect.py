@@ -75,7 +75,10 @@ def run_episode(driver, seed: int, grasp_offset: Sequence[float], keep_failed: b
     if not reply.success:
         raise RuntimeError(f"recorder refused to start: {reply.message}")
     driver.follow(task.arm, path, task)
-    time.sleep(path.duration + 0.3)
+    # The recording ends with the dwell on the cube, before the retreat: the retreat passes through the
+    # descent's poses in the opposite direction with the same images, so a policy trained on both cannot
+    # tell whether to go down or up there and hovers above the cube (seen: 0/20, every miss 4-12 cm above).
+    time.sleep(path.phases["retreat"] + 0.1)
     success = driver.touched
     if success or keep_failed:
         reply = driver.call("stop_episode")

@@ -256,8 +256,9 @@ class TeamDataset:
             self.episode(i)
         return {c: decode_image_bytes(blobs[frame]) for c, blobs in self._blobs[i].items()}
 
-    def preload_images(self, progress: bool = False) -> int:
-        """Decode every frame of every camera once and keep the pixels (uint8) in memory; returns the bytes held.
+    def preload_images(self, progress: bool = False, episodes: Optional[int] = None) -> int:
+        """Decode every frame of every camera (of the first ``episodes``, default all) once and keep the pixels
+        (uint8) in memory; returns the bytes held.
 
         Decoding three JPEGs per sample, epoch after epoch, is what bounds training throughput on small models;
         loader workers started after this share the arrays (fork, copy-on-write) instead of decoding again."""
@@ -266,7 +267,8 @@ class TeamDataset:
         from pi0_ros.data.lerobot_dataset import decode_image_bytes
 
         held = 0
-        for i in tqdm(range(self.num_episodes), desc="decoding images", unit="episode", disable=not progress):
+        count = self.num_episodes if episodes is None else min(episodes, self.num_episodes)
+        for i in tqdm(range(count), desc="decoding images", unit="episode", disable=not progress):
             if i not in self._blobs:
                 self.episode(i)
             self._decoded[i] = {c: np.stack([decode_image_bytes(b) for b in blobs])

@@ -107,6 +107,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     cache_images: bool = False  # decode every image once into memory before training (datasets that support it)
+    max_episodes: Optional[int] = None  # train on the dataset's first N episodes only
     device: Optional[str] = None
     fsdp: bool = False
     progress: bool = True
@@ -311,9 +312,11 @@ class Trainer:
         cameras = self._camera_slots(init_policy)
         expect.cameras = [c for c in cameras if c]
         dims = validate_dataset(self.dataset, expect, source)
-        self.episodes = [self.dataset.episode(i) for i in range(self.dataset.num_episodes)]
+        used = self.dataset.num_episodes if cfg.max_episodes is None else min(cfg.max_episodes,
+                                                                               self.dataset.num_episodes)
+        self.episodes = [self.dataset.episode(i) for i in range(used)]
         if cfg.cache_images and hasattr(self.dataset, "preload_images"):
-            held = self.dataset.preload_images(progress=cfg.progress and self.info.main)
+            held = self.dataset.preload_images(progress=cfg.progress and self.info.main, episodes=used)
             _log(self.info, f"pi0-train: {held / 2**30:.2f} GiB of decoded images held in memory")
         if state is None and not cfg.init:
             tasks = sorted({ep.task for ep in self.episodes})
