@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,10 @@ class RunningNode:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 class GraphProcesses:
     """Context manager that starts every node of a graph and stops them all on exit."""
 
@@ -49,13 +54,24 @@ class GraphProcesses:
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, self.env.get("PYTHONPATH")) if p)
         self.python = python
         self.nodes: List[RunningNode] = []
+        self._previous_sigterm = None
 
     def __enter__(self) -> "GraphProcesses":
+        # The nodes run in their own sessions (a Ctrl-C in the terminal must not reach them before the
+        # operator's last commands), so they outlive a SIGTERM'd parent unless it unwinds: turn SIGTERM into
+        # SystemExit while the graph runs, so `with` stops the nodes.
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         self.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+                self._previous_sigterm = None
 
     def start(self) -> None:
         """Start every node; each writes stdout and stderr to `<log_dir>/<name>.log`."""
