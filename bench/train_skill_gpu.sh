@@ -4,7 +4,9 @@
 # optimizer state), curves and metrics into one tar per run under OUT_DIR (the device returns at most 8
 # files). Every run stops at SECONDS even if unfinished; its last saved checkpoint is packed then.
 #
-#   bench/train_skill_gpu.sh OUT_DIR SECONDS NAME:DATASET:MODEL:CONFIG:STEPS:BATCH[:EPISODES] [...]
+#   bench/train_skill_gpu.sh OUT_DIR SECONDS NAME:DATASET:MODEL:CONFIG:STEPS:BATCH[:EPISODES[:EXTRA]] [...]
+#
+# EXTRA: more pi0-train options, comma-separated (--ema=0.99,--warmup=100); later options win.
 #
 # e.g. bench/train_skill_gpu.sh $OUT 540 pi0:build/skill/gpu:pi0:pi0_tiny:5000:32
 # Recipe and results: BENCHMARKS.md, "A new skill from demonstrations".
@@ -16,12 +18,12 @@ mkdir -p "$out"
 workers=$(( $(nproc) / $# - 1 ))
 names=()
 for spec in "$@"; do
-    IFS=: read -r name data model config steps batch episodes <<< "$spec"
+    IFS=: read -r name data model config steps batch episodes extra <<< "$spec"
     names+=("$name")
     timeout "$secs" python3 -m pi0_ros.training.cli --dataset "$data" --out "/tmp/run_$name" --model "$model" \
         --config "$config" --steps "$steps" --batch-size "$batch" --action-horizon 10 --delta-layout joint_delta \
         --lr 3e-4 --warmup 300 --ema 0.999 --save-every 1000 --keep-last 1 --num-workers "$workers" \
-        ${episodes:+--max-episodes "$episodes"} --cache-images --no-progress > "$out/$name.log" 2>&1 &
+        ${episodes:+--max-episodes "$episodes"} ${extra//,/ } --cache-images --no-progress > "$out/$name.log" 2>&1 &
 done
 wait
 for name in "${names[@]}"; do

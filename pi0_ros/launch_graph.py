@@ -55,6 +55,7 @@ class GraphOptions:
     instruction: Optional[str] = None
     sim_params: Optional[str] = None  # simulator parameter file (default: config/sim.yaml when present)
     extra_policy_parameters: Dict[str, Any] = field(default_factory=dict)
+    extra_sim_parameters: Dict[str, Any] = field(default_factory=dict)  # tools' overrides (not launch arguments)
 
     def embodiment_path(self) -> str:
         """The embodiment file every node reads."""
@@ -77,7 +78,7 @@ def sim_robot_spec(options: GraphOptions) -> NodeSpec:
     """The MuJoCo robot that speaks the R1 Pro controller and camera topics."""
     files = _existing(options.sim_params or config_path(SIM_PARAMS))
     return NodeSpec("sim_robot", "pi0_ros.nodes.sim_robot", "sim_robot", files,
-                    {"embodiment": options.embodiment_path()})
+                    {"embodiment": options.embodiment_path(), **options.extra_sim_parameters})
 
 
 def recorder_spec(options: GraphOptions, root: str, parameters: Optional[Dict[str, Any]] = None) -> NodeSpec:
@@ -109,7 +110,7 @@ def robot_graph(options: Optional[GraphOptions] = None) -> List[NodeSpec]:
 
 def options_from_launch_arguments(values: Dict[str, str]) -> GraphOptions:
     """Build options from launch-argument strings; an empty string means "not set"."""
-    known = {f for f in GraphOptions.__dataclass_fields__ if f != "extra_policy_parameters"}
+    known = {f for f in GraphOptions.__dataclass_fields__ if not f.startswith("extra_")}
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown launch arguments {sorted(unknown)}; known: {sorted(known)}")

@@ -94,16 +94,10 @@ def build_graph(root: Path, fps: int, action_space: str, camera_rate_hz: float,
                 sim_config: Optional[Path] = None) -> List:
     """sim_robot + policy_node (teleop) + recorder, as the launch graph describes them; ``sim_config``
     replaces the simulator's scene file (config/sim.yaml)."""
-    options = GraphOptions(control_mode="teleop", policy_backend="scripted")
-    specs = []
-    for spec in sim_graph(options):
-        if spec.name == "sim_robot":
-            spec = dataclasses.replace(spec, parameters={**spec.parameters, "task_state_hz": 10.0,
-                                                         "camera_rate_hz": float(camera_rate_hz),
-                                                         **({"sim_config": str(sim_config)} if sim_config else {})})
-        specs.append(spec)
-    specs.append(recorder_spec(options, str(root), {"fps": fps, "action_space": action_space}))
-    return specs
+    sim_extra = {"task_state_hz": 10.0, "camera_rate_hz": float(camera_rate_hz),
+                 **({"sim_config": str(sim_config)} if sim_config else {})}
+    options = GraphOptions(control_mode="teleop", policy_backend="scripted", extra_sim_parameters=sim_extra)
+    return [*sim_graph(options), recorder_spec(options, str(root), {"fps": fps, "action_space": action_space})]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -33,7 +33,7 @@ def write_plots(report: Mapping[str, Any], stem: Path | str, touch_distance_m: f
         trace = e.get("distance_trace") or []
         if not trace:
             continue
-        t, d = zip(*trace)
+        t, d = zip(*trace, strict=True)
         ax.plot(t, d, color="tab:green" if e["success"] else "tab:red", alpha=0.6,
                 linestyle="--" if e.get("language_case") else "-", linewidth=1.2)
     if touch_distance_m:

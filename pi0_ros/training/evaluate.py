@@ -190,6 +190,22 @@ def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
     return results
 
 
+def checkpoint_policy_parameters(checkpoint: Optional[str], action_space: Optional[str] = None,
+                                 control_hz: Optional[float] = None,
+                                 execute_steps: Optional[int] = None) -> Dict[str, Any]:
+    """Policy-node parameters for a pi0-train checkpoint: its action space and one chunk step per tick at the
+    dataset's fps (both from its training.json) unless given; ``execute_steps`` when given."""
+    provenance = _provenance(checkpoint)
+    params: Dict[str, Any] = {}
+    if action_space or provenance.get("action_space"):
+        params["action_space"] = action_space or provenance["action_space"]
+    if control_hz or provenance.get("fps"):
+        params["control_hz"] = float(control_hz or provenance["fps"])
+    if execute_steps:
+        params["execute_steps"] = int(execute_steps)
+    return params
+
+
 def _provenance(checkpoint: Optional[str]) -> Dict[str, Any]:
     """The checkpoint's training.json (written by pi0-train), or {}."""
     if not checkpoint:
@@ -234,51 +250,37 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
+    from pi0_ros.embodiment import load_embodiment
     from pi0_ros.launch_graph import GraphOptions, sim_graph
+    from pi0_ros.paths import config_path
+    from pi0_ros.sim.config import load_sim_config, write_layout_variant
+    from pi0_ros.sim.expert import SKILL_TASKS, parse_tasks
     from pi0_ros.testing.graph_process import GraphProcesses
 
     if os.environ.get("ROS_LOCALHOST_ONLY") != "1":
         print("pi0-eval: run it under tools/loopback_only.sh (ROS discovery must stay on this machine)",
               file=sys.stderr)
         return 2
-    provenance = _provenance(args.checkpoint)
-    extra: Dict[str, Any] = {}
-    action_space = args.action_space or provenance.get("action_space")
-    if action_space:
-        extra["action_space"] = action_space
-    control_hz = args.control_hz or provenance.get("fps")
-    if control_hz:
-        extra["control_hz"] = float(control_hz)
-    if args.execute_steps:
-        extra["execute_steps"] = int(args.execute_steps)
-    options = GraphOptions(control_mode="teleop", policy_backend=args.backend, checkpoint=args.checkpoint, server_uri=args.server_uri,
+    extra = checkpoint_policy_parameters(args.checkpoint, args.action_space, args.control_hz, args.execute_steps)
+    log_dir = Path(tempfile.mkdtemp(prefix="pi0_eval_"))
+    sim_extra: Dict[str, Any] = {"task_state_hz": 10.0}
+    if args.layout != "random":
+        sim_extra["sim_config"] = str(write_layout_variant(args.layout, log_dir / f"sim_{args.layout}.yaml",
+                                                           config_path("sim.yaml")))
+    # The policy node starts parked in teleop; each episode switches it to policy mode.
+    options = GraphOptions(control_mode="teleop", policy_backend=args.backend, checkpoint=args.checkpoint,
+                           server_uri=args.server_uri,
                            instruction=None if args.instruction == "auto" else args.instruction,
-                           sim_params=args.sim_params, extra_policy_parameters=extra)
+                           sim_params=args.sim_params, extra_policy_parameters=extra, extra_sim_parameters=sim_extra)
     seeds = parse_seeds(args.seeds)
-    from pi0_ros.sim.expert import SKILL_TASKS, parse_tasks
-
     tasks = parse_tasks(args.tasks) if args.tasks else (SKILL_TASKS if args.layout == "fixed" else None)
     plan: Plan = ((lambda seed, state: expert_plan(seed, state, tasks)) if args.instruction == "auto"
                   else fixed_plan(args.instruction, success_check(args.success)))
-    log_dir = Path(tempfile.mkdtemp(prefix="pi0_eval_"))
-    specs = []
-    for spec in sim_graph(options):  # the policy node starts parked in teleop; each episode switches it
-        if spec.name == "sim_robot":
-            scene = {}
-            if args.layout != "random":
-                from pi0_ros.paths import config_path
-                from pi0_ros.sim.config import write_layout_variant
-
-                scene = {"sim_config": str(write_layout_variant(args.layout, log_dir / f"sim_{args.layout}.yaml",
-                                                                config_path("sim.yaml")))}
-            spec = dataclasses.replace(spec, parameters={**spec.parameters, "task_state_hz": 10.0, **scene})
-        specs.append(spec)
-    from pi0_ros.embodiment import load_embodiment
     from pi0_ros.testing.operator import Operator  # rclpy only from here on
     from pi0_ros.testing.sim_driver import EpisodeDriver
 
     embodiment = load_embodiment(options.embodiment)
-    with GraphProcesses(specs, log_dir=log_dir) as graph, \
+    with GraphProcesses(sim_graph(options), log_dir=log_dir) as graph, \
             Operator(embodiment, image_camera=None) as operator:
         driver = EpisodeDriver(operator, embodiment)
         try:
@@ -290,14 +292,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         graph.check_alive()
     summary = summarize(episodes)
     label = args.label or args.checkpoint or args.backend
-    from pi0_ros.paths import config_path
-    from pi0_ros.sim.config import load_sim_config
-
     touch_distance = load_sim_config(config_path("sim.yaml")).task.touch_distance
-    report = {"label": label, "touch_distance_m": touch_distance, "backend": args.backend, "policy_parameters": extra, "checkpoint": args.checkpoint,
+    report = {"label": label, "backend": args.backend, "policy_parameters": extra, "checkpoint": args.checkpoint,
               "instruction": args.instruction, "layout": args.layout,
-              "tasks": [t.instruction for t in tasks] if tasks else None,
-              "success": args.success, "episode_timeout_s": args.episode_timeout, "seeds": seeds,
+              "tasks": [t.instruction for t in tasks] if tasks else None, "success": args.success,
+              "touch_distance_m": touch_distance, "episode_timeout_s": args.episode_timeout, "seeds": seeds,
               "summary": summary, "episodes": episodes, "logs": str(log_dir)}
     if args.out:
         out = Path(args.out)
