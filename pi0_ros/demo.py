@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     scene = write_layout_variant("fixed", out / "sim_fixed.yaml", config_path("sim.yaml"))
     options = GraphOptions(embodiment=args.embodiment, control_mode="hold", policy_backend=args.backend,
                            checkpoint=str(checkpoint), extra_policy_parameters=params,
-                           extra_sim_parameters={"sim_config": str(scene), "task_state_hz": 10.0})
+                           extra_sim_parameters={"sim_config": str(scene), "task_state_hz": 10.0,
+                                                 "feedback_hz": 50.0})  # as pi0-eval: see its --feedback-hz
     reports: List[StepReport] = []
     print(f"starting the simulation graph (logs in {out / 'logs'}) ...", flush=True)
     with GraphProcesses(sim_graph(options), log_dir=out / "logs") as graph, Operator(embodiment) as op:

@@ -134,6 +134,21 @@ def test_sync_executes_first_n_then_the_next_chunk_from_its_start():
     assert strategy.next_targets(0.0) is None and strategy.queue_depth == 0
 
 
+def test_sync_starts_a_chunk_at_the_action_meant_for_now():
+    # Action k of a chunk is meant for obs_time + k dt: a chunk observed 3 ticks ago starts at action 3 and
+    # runs its N actions from there (replaying actions 0-2 would repeat motion the robot already made).
+    strategy = SyncStrategy(DT, execute_steps=4, margin_steps=1)
+    strategy.add(_chunk(1, horizon=10))
+    now = 3 * DT
+    got = [strategy.next_targets(now + k * DT)["g"][0] for k in range(4)]
+    np.testing.assert_allclose(got, [1.03, 1.04, 1.05, 1.06])
+    assert strategy.queue_depth == 0
+    # a chunk older than its horizon still runs its last action rather than nothing
+    strategy.add(_chunk(2, horizon=10))
+    np.testing.assert_allclose(strategy.next_targets(1.0)["g"][0], 2.09)
+    assert strategy.next_targets(1.0 + DT) is None
+
+
 def test_sync_requests_early_by_latency():
     strategy = SyncStrategy(DT, execute_steps=20, margin_steps=0)
     strategy.add(_chunk(1, horizon=30))

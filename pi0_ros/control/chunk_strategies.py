@@ -35,16 +35,11 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 from pi0_ros.control import chunking
-from pi0_ros.control.chunking import Chunk, ChunkStrategy
+from pi0_ros.control.chunking import Chunk, ChunkStrategy, chunk_index
 
 ACT_ENSEMBLE_DECAY = 0.01  # ACT's m, per step of age
 DEFAULT_BLEND_STEPS = 10
 DEFAULT_DELAY_WINDOW = 10
-
-
-def chunk_index(chunk: Chunk, now: float, dt: float) -> int:
-    """Index of the action of ``chunk`` meant for time ``now`` (nearest control step, never negative)."""
-    return max(0, int(math.floor((now - chunk.obs_time) / dt + 0.5)))
 
 
 def steps_for(seconds: float, dt: float) -> int:

@@ -240,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=None,
                    help="with --instruction auto: tasks drawn per seed, e.g. red:left,blue:right (default: with "
                         "--layout fixed the skill's four tasks, else the cube's side decides the hand)")
+    p.add_argument("--feedback-hz", type=float, default=50.0,
+                   help="simulated joint feedback rate; 50 Hz (not the robot's 100) halves the policy node's "
+                        "message load, which on a 2-core machine otherwise delays feedback past the staleness "
+                        "watchdog while the policy infers")
     p.add_argument("--startup-timeout", type=float, default=120.0)
     p.add_argument("--sim-params", default=None)
     p.add_argument("--out", default=None, help="JSON results file")
@@ -263,7 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     extra = checkpoint_policy_parameters(args.checkpoint, args.action_space, args.control_hz, args.execute_steps)
     log_dir = Path(tempfile.mkdtemp(prefix="pi0_eval_"))
-    sim_extra: Dict[str, Any] = {"task_state_hz": 10.0}
+    sim_extra: Dict[str, Any] = {"task_state_hz": 10.0, "feedback_hz": args.feedback_hz}
     if args.layout != "random":
         sim_extra["sim_config"] = str(write_layout_variant(args.layout, log_dir / f"sim_{args.layout}.yaml",
                                                            config_path("sim.yaml")))
