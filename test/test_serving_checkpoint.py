@@ -90,3 +90,12 @@ def test_pi0_serve_checkpoint_end_to_end(tiny_checkpoint, tmp_path):
         server.terminate()
         server.wait(30)
         log.close()
+
+
+@pytest.mark.parametrize("policy_type", ["pi0", "pi0_fast"])
+def test_every_default_checkpoint_loader_resolves(policy_type):
+    # pi0-serve --policy-type T uses CHECKPOINT_LOADERS[T]; a wrong path only shows when a user serves T.
+    from pi0_ros.serving.loader import CHECKPOINT_LOADERS, resolve_callable
+
+    factory = resolve_callable(CHECKPOINT_LOADERS[policy_type])
+    assert callable(factory) and factory.__qualname__.endswith("from_checkpoint")

@@ -16,8 +16,7 @@ from pi0_ros.policy_api import Policy
 # Factories (checkpoint_dir, **kwargs) -> Policy in the model package, imported only when used.
 CHECKPOINT_LOADERS = {
     "pi0": "pi0_ros.model.policy:Pi0Policy.from_checkpoint",
-    # Not written yet by the model package when this was: resolving it fails with a clear message.
-    "pi0_fast": "pi0_ros.model.policy:Pi0FastPolicy.from_checkpoint",
+    "pi0_fast": "pi0_ros.model.pi0_fast_policy:Pi0FastPolicy.from_checkpoint",
 }
 POLICY_TYPES = tuple(CHECKPOINT_LOADERS)
 
