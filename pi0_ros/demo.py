@@ -146,6 +146,7 @@ def step_policy(op: Operator, driver, tasks, control_hz: float, seconds: float, 
                     f"    command rate {rate:.1f} Hz (node {control_hz:.0f} Hz), largest step {step:.4f} rad "
                     f"(limit {limit:.3f}), RMS jerk {jerk if jerk is None else round(jerk, 1)} rad/s^3"
                     + ("" if started else f"; policy mode refused: {reason}")]
+    driver.park()  # the step ends with the arms back at home (teleop), at rest for the next step
     diag = op.latest(op.diagnostics)
     status = (diag.value.get("policy_node", {}) if diag else {})
     details.append(f"touched {touches} of {tried} tries; inference latency (last diagnostics) "

@@ -59,6 +59,11 @@ class EpisodeDriver:
                 break
         else:
             return False
+        return self.park(max(0.0, deadline - time.monotonic()))
+
+    def park(self, timeout: float = 10.0) -> bool:
+        """Teleop home targets for at least ``settle_s`` and until the arms are at home (bounded)."""
+        deadline = time.monotonic() + timeout
         settle_end = time.monotonic() + self.settle_s
         while time.monotonic() < deadline and (time.monotonic() < settle_end or not self._at_home()):
             self._send_home()
