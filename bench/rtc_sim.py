@@ -401,12 +401,13 @@ def one_run(op: BenchOperator, options: GraphOptions, log_dir: Path, args: argpa
     return result
 
 
-def ensure_pi0_checkpoint(path: Optional[str], emb: Embodiment) -> str:
+def ensure_pi0_checkpoint(path: Optional[str]) -> str:
     if path:
         return path
-    from pi0_ros.demo import DEFAULT_OUT, ensure_checkpoint
+    from pi0_ros.demo import DEFAULT_OUT
+    from pi0_ros.demo_policy import ensure_demo_policy
 
-    return str(ensure_checkpoint(DEFAULT_OUT, emb))
+    return str(ensure_demo_policy(DEFAULT_OUT))  # make demo's policy (trained on first use)
 
 
 def checkpoint_rate_and_steps(checkpoint: str, args: argparse.Namespace) -> Tuple[float, int]:
@@ -570,7 +571,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 options = GraphOptions(control_mode="hold", policy_backend="scripted",
                                        extra_policy_parameters={**common, "scripted_speed": args.scripted_speed})
             else:
-                checkpoint = ensure_pi0_checkpoint(args.checkpoint, emb)
+                checkpoint = ensure_pi0_checkpoint(args.checkpoint)
                 meta["checkpoint"] = checkpoint
                 rate, execute = checkpoint_rate_and_steps(checkpoint, args)
                 meta["pi0_control_hz"], meta["pi0_execute_steps"] = rate, execute
