@@ -130,11 +130,11 @@ def step_policy(op: Operator, driver, tasks, control_hz: float, seconds: float, 
         if touched is not None:
             touches += 1
             save_frame(op, out / f"head_camera_touch_{task.object}_{task.arm}.jpg")
+        commands = driver.commands_since_start()
         driver.stop()
         distances = [d for d in (s.get("distances", {}).get(task.arm, {}).get(task.object)
                                  for _, s in driver.states_since_start()) if d is not None]
         closest = min(distances, default=float("nan"))
-        commands = driver.commands_since_start()
         rate = len(commands[task.arm]) / max(elapsed, 1e-9)
         step = max(max_command_step(op, g, driver.t_start) for g in commands)
         jerk = episode_jerk(commands)

@@ -82,3 +82,21 @@ def test_invalid_mode_is_refused_with_a_reason(running_graph):
     _, op = running_graph
     ((ok, reason),) = op.set_parameters(control_mode="autopilot")
     assert not ok and "autopilot" in reason
+
+
+def test_pi0_eval_episode_protocol_on_the_running_graph(running_graph):
+    # pi0-eval's episode: parked at home in teleop, reset to a seed, instruction, policy mode, back to teleop.
+    from pi0_ros.testing.sim_driver import EpisodeDriver
+    from pi0_ros.training.evaluate import fixed_plan, run_episodes, success_check
+
+    graph, op = running_graph
+    driver = EpisodeDriver(op, op.embodiment, settle_s=0.5)
+    (episode,) = run_episodes(driver, [7], fixed_plan("touch the red cube", success_check("touched:nothing")),
+                              timeout=2.0, log=lambda m: None)
+    assert episode["reset_ok"] and not episode["success"] and episode["instruction"] == "touch the red cube"
+    assert int(driver.current_state()["seed"]) == 7
+    assert episode["command_jerk_rms"] is not None  # the policy's arm commands were recorded and measured
+    # parked again: teleop (or its hold while no teleop target arrives)
+    op.wait_for(lambda: "teleop" in op.latest(op.modes).value, 10)
+    assert driver.park(10.0)  # and back at home
+    graph.check_alive()

@@ -60,7 +60,7 @@ def summarize(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
     n = len(episodes)
     ok = [e for e in episodes if e["success"]]
     times = [e["time_to_success_s"] for e in ok]
-    summary = {
+    return {
         "episodes": n, "successes": len(ok), "success_rate": len(ok) / n if n else float("nan"),
         "time_to_success_s_median": statistics.median(times) if times else None,
         "time_to_success_s_mean": statistics.fmean(times) if times else None,
@@ -74,7 +74,6 @@ def summarize(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
         "by_instruction": {text: _rate([e for e in episodes if e.get("instruction") == text])
                            for text in sorted({e["instruction"] for e in episodes if e.get("instruction")})},
     }
-    return summary
 
 
 def _rate(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -165,7 +164,7 @@ def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
             t0 = time.monotonic()
             final = driver.wait_for(task.solved, timeout) if started else None
             waited = time.monotonic() - t0
-            states = driver.states_since_start()
+            states, commands = driver.states_since_start(), driver.commands_since_start()
             driver.stop()
             if final is not None:
                 result["success"] = True
@@ -177,7 +176,7 @@ def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
                 if trace:
                     result["start_distance_m"] = trace[0][1]
                     result["min_distance_m"] = min(d for _, d in trace)
-            result["command_jerk_rms"] = episode_jerk(driver.commands_since_start())
+            result["command_jerk_rms"] = episode_jerk(commands)
             result["faults"] = driver.faults_since_start() + ([] if started else [f"policy_refused: {reason}"])
         results.append(result)
         elapsed = result["time_to_success_s"]
