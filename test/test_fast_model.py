@@ -99,6 +99,11 @@ def test_extract_rejects_malformed_generations(builder):
                          (good[:-1] + b.end_ids, "coefficients")]:
         with pytest.raises(FastDecodeError, match=message):
             b.decode_actions(bad)
+    # relaxed: a span cut by the generation limit (no end marker) or running on past the chunk still decodes
+    np.testing.assert_array_equal(b.decode_actions(good, cut_extra=True), expected)
+    np.testing.assert_array_equal(b.decode_actions(good + good, cut_extra=True), expected)
+    with pytest.raises(FastDecodeError, match="non-action token"):
+        b.decode_actions(good[:2] + [300] + good[2:], cut_extra=True)
 
 
 def test_cached_batched_decoding_equals_uncached(builder):

@@ -224,3 +224,14 @@ def test_decode_fuzz_never_crashes_or_returns_unchecked(tokenizer, smooth_chunks
     byte_level = FastTokenizer.load(str(tmp_path), action_horizon=50, action_dim=14)
     valid = [byte_level.encode(c) for c in smooth_chunks[300:340]]
     assert _fuzz(byte_level, valid, rng, trials=1500) > 0
+
+
+def test_cut_extra_drops_any_tail_after_a_whole_chunk(tokenizer, smooth_chunks):
+    ids = tokenizer.encode(smooth_chunks[312])
+    full = tokenizer.decode(ids)
+    runaway = ids + ids + ids  # a model that does not stop repeats itself after the chunk
+    with pytest.raises(FastDecodeError, match="coefficients"):
+        tokenizer.decode(runaway, length_tolerance=3)
+    np.testing.assert_allclose(tokenizer.decode(runaway, cut_extra=True), full, atol=1e-6)
+    with pytest.raises(FastDecodeError, match="coefficients"):  # cutting never covers missing coefficients
+        tokenizer.decode(ids[:-2], cut_extra=True)

@@ -87,8 +87,9 @@ class FastPromptBuilder:
         ar = (np.arange(max_len) >= len(prefix)) & mask
         return tokens, mask, ar, ar.copy() if loss else np.zeros(max_len, dtype=bool)
 
-    def extract_fast_tokens(self, generated: Sequence[int]) -> List[int]:
-        """Generated vocabulary ids -> FAST ids; the action span must end with "|" or EOS."""
+    def extract_fast_tokens(self, generated: Sequence[int], require_end: bool = True) -> List[int]:
+        """Generated vocabulary ids -> FAST ids; the action span must end with "|" or EOS (unless
+        ``require_end`` is False: then a span cut by the generation limit is returned as it is)."""
         ids = [int(t) for t in generated]
         fast: List[int] = []
         top = fast_to_vocab(0, self.vocab_size)
@@ -102,8 +103,12 @@ class FastPromptBuilder:
                     raise FastDecodeError("the model ended the action span without any action token")
                 return fast
             raise FastDecodeError(f"non-action token {t} inside the action span (after {len(fast)} actions)")
+        if fast and not require_end:
+            return fast
         raise FastDecodeError(f"no end marker within {len(ids)} generated tokens")
 
-    def decode_actions(self, generated: Sequence[int], length_tolerance: int = 0) -> np.ndarray:
+    def decode_actions(self, generated: Sequence[int], length_tolerance: int = 0,
+                       cut_extra: bool = False) -> np.ndarray:
         """Generated ids -> normalized chunk [T, D] (checked by the FAST tokenizer; see its ``decode``)."""
-        return self.fast.decode(self.extract_fast_tokens(generated), length_tolerance=length_tolerance)
+        return self.fast.decode(self.extract_fast_tokens(generated, require_end=not cut_extra),
+                                length_tolerance=length_tolerance, cut_extra=cut_extra)

@@ -210,11 +210,13 @@ class FastTokenizer:
         return [self.encode(chunk) for chunk in chunks]
 
     # ------------------------------------------------------------------ decode
-    def decode(self, tokens: Sequence[int], length_tolerance: int = 0) -> np.ndarray:
+    def decode(self, tokens: Sequence[int], length_tolerance: int = 0, cut_extra: bool = False) -> np.ndarray:
         """The normalized chunk ``float32[T, D]`` of a token sequence; raises FastDecodeError.
 
         ``length_tolerance``: accept up to this many coefficients too few (the missing highest frequencies
-        become 0) or too many (the extra ones are dropped); every other check still applies."""
+        become 0) or too many (the extra ones are dropped); ``cut_extra``: drop any number of extra
+        coefficients (every coefficient of the chunk is there; a model that does not stop adds a tail).
+        Every other check still applies."""
         ids = [int(t) for t in tokens]
         if not ids:
             raise FastDecodeError("empty FAST token sequence")
@@ -225,7 +227,8 @@ class FastTokenizer:
         if self._byte_level and _REPLACEMENT_CHAR in text:
             raise FastDecodeError("FAST tokens do not form valid UTF-8 (broken byte-level sequence)")
         expected = self.config.num_coefficients
-        if len(text) != expected and (not text or abs(len(text) - expected) > length_tolerance):
+        extra_ok = cut_extra and len(text) > expected
+        if len(text) != expected and not extra_ok and (not text or abs(len(text) - expected) > length_tolerance):
             raise FastDecodeError(f"FAST tokens decode to {len(text)} coefficients, expected {expected}"
                                   + (f" (+-{length_tolerance} accepted)" if length_tolerance else ""))
         coeffs = np.fromiter((ord(c) for c in text), dtype=np.int64, count=len(text)) + self.config.min_token

@@ -6,9 +6,9 @@ prompt, the model decodes FAST tokens greedily and the FAST tokenizer turns them
 sequence that does not decode raises ``FastDecodeError`` (a PolicyOutputError: the node holds) and is
 counted in ``stats["decode_failures"]``; no guessed chunk is ever returned. Relaxed length
 (``length_tolerance``, default a quarter of the chunk's coefficients): a sequence that is a few
-coefficients short or long is completed with zero high frequencies or cut (counted in
-``stats["relaxed_decodes"]``); a small model trained for minutes misses the exact count often, and the
-missing tail only smooths the chunk. 0 restores the strict check.
+coefficients short is completed with zero high frequencies, one that is too long (a model that does not
+stop appends a tail after the whole chunk) is cut (counted in ``stats["relaxed_decodes"]``); a small model
+misses the exact count often, and the missing tail only smooths the chunk. 0 restores the strict check.
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ class Pi0FastPolicy(Pi0Policy):
             normalized = self.builder.decode_actions(ids)
         except FastDecodeError:
             try:
-                normalized = self.builder.decode_actions(ids, self.length_tolerance)
+                normalized = self.builder.decode_actions(ids, self.length_tolerance,
+                                                         cut_extra=self.length_tolerance > 0)
             except FastDecodeError:
                 self.stats["decode_failures"] += 1
                 raise
