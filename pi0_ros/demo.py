@@ -65,12 +65,6 @@ def max_command_step(op: Operator, group: str, t0: float) -> float:
     return float(np.max(np.abs(np.diff(np.stack(rows), axis=0))))
 
 
-def command_rate(op: Operator, group: str, t0: float, t1: float) -> float:
-    """Commands per second of a group between t0 and t1."""
-    count = sum(1 for s in op.since(op.commands[group], t0) if s.t <= t1)
-    return count / max(t1 - t0, 1e-9)
-
-
 def step_hold(op: Operator, seconds: float, settle_s: float = 0.0) -> StepReport:
     """After `settle_s` to brake, the arms stay where they are."""
     time.sleep(settle_s)
@@ -108,44 +102,47 @@ def step_teleop(op: Operator, seconds: float) -> StepReport:
     ])
 
 
+def largest_step(commands) -> float:
+    """Largest change between consecutive commands of ``{group: [(t, positions), ...]}`` (rad)."""
+    steps = [float(np.max(np.abs(np.diff(np.stack([q for _, q in samples]), axis=0))))
+             for samples in commands.values() if len(samples) > 1]
+    return max(steps, default=0.0)
+
+
 def step_policy(op: Operator, driver, tasks, control_hz: float, seconds: float, out: Path,
                 rounds: int = 2) -> StepReport:
-    """Each task on a held-out placement: parked at home, instruction, policy mode until the touch. Without
-    any touch after one round of the tasks, one more round on new placements (at most ``rounds``)."""
-    from pi0_ros.training.eval_metrics import episode_jerk
+    """Each task on a held-out placement, as pi0-eval runs an episode (parked at home, instruction, policy
+    mode until the touch). Without any touch after one round of the tasks, one more round on new placements
+    (at most ``rounds``)."""
+    from pi0_ros.training.evaluate import expert_plan, run_episode
 
-    details, touches, ok = [], 0, True
+    def save_touch(task) -> None:
+        save_frame(op, out / f"head_camera_touch_{task.object}_{task.arm}.jpg")
+
+    details, touches, tried, ok = [], 0, 0, True
     limit = float(np.max(op.embodiment.groups["left_arm"].velocity_limits)) / control_hz
-    tried = 0
     for k, task in enumerate([task for _ in range(rounds) for task in tasks]):
         if k and k % len(tasks) == 0 and touches:
             break
         tried += 1
-        if not driver.reset(FIRST_SEED + k):
-            return StepReport("policy", False, details + [f"reset to seed {FIRST_SEED + k} failed"])
-        started, reason = driver.start(task.instruction)
-        t0 = time.monotonic()
-        touched = driver.wait_for(lambda s, t=task: t.object in s.get("touched", {}).get(t.arm, []), seconds)
-        elapsed = time.monotonic() - t0
-        if touched is not None:
-            touches += 1
-            save_frame(op, out / f"head_camera_touch_{task.object}_{task.arm}.jpg")
-        commands = driver.commands_since_start()
-        driver.stop()
-        distances = [d for d in (s.get("distances", {}).get(task.arm, {}).get(task.object)
-                                 for _, s in driver.states_since_start()) if d is not None]
-        closest = min(distances, default=float("nan"))
-        rate = len(commands[task.arm]) / max(elapsed, 1e-9)
-        step = max(max_command_step(op, g, driver.t_start) for g in commands)
-        jerk = episode_jerk(commands)
-        ok = ok and started and rate > 0.5 * control_hz and step <= limit
-        details += [f'"{task.instruction}" (seed {FIRST_SEED + k}): '
-                    + (f"touched after {elapsed:.1f} s" if touched is not None else f"no touch in {seconds:.0f} s")
-                    + f", closest {100 * closest:.1f} cm"
-                    + (f" (from {100 * distances[0]:.1f} cm)" if distances else ""),
+        seed = FIRST_SEED + k
+        result, commands = run_episode(driver, seed, lambda s, state, t=task: expert_plan(s, state, (t,)), seconds,
+                                       on_solved=save_touch)
+        if not result["reset_ok"]:
+            return StepReport("policy", False, details + [f"reset to seed {seed} failed"])
+        refused = [f for f in result["faults"] if f.startswith("policy_refused")]
+        touches += result["success"]
+        elapsed = result["time_to_success_s"] or seconds
+        rate = len(commands.get(task.arm, [])) / elapsed
+        step, jerk = largest_step(commands), result["command_jerk_rms"]
+        ok = ok and not refused and rate > 0.5 * control_hz and step <= limit
+        closest, start = result["min_distance_m"], result["start_distance_m"]
+        details += [f'"{task.instruction}" (seed {seed}): '
+                    + (f"touched after {elapsed:.1f} s" if result["success"] else f"no touch in {seconds:.0f} s")
+                    + ("" if closest is None else f", closest {100 * closest:.1f} cm (from {100 * start:.1f} cm)"),
                     f"    command rate {rate:.1f} Hz (node {control_hz:.0f} Hz), largest step {step:.4f} rad "
                     f"(limit {limit:.3f}), RMS jerk {jerk if jerk is None else round(jerk, 1)} rad/s^3"
-                    + ("" if started else f"; policy mode refused: {reason}")]
+                    + (f"; {refused[0]}" if refused else "")]
     driver.park()  # the step ends with the arms back at home (teleop), at rest for the next step
     diag = op.latest(op.diagnostics)
     status = (diag.value.get("policy_node", {}) if diag else {})

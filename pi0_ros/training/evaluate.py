@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 
 def parse_seeds(text: str) -> List[int]:
@@ -142,42 +142,53 @@ def expert_plan(seed: int, state: Dict[str, Any], tasks: Optional[Sequence[Any]]
                        arm=task.arm, object=task.object)
 
 
-def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
-                 log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-    """For each seed: reset (policy parked), give the instruction, switch to the policy, wait (bounded) for
-    success, park again; then measure the episode from what the driver recorded."""
+def run_episode(driver, seed: int, plan: Plan, timeout: float,
+                on_solved: Optional[Callable[[EpisodeTask], None]] = None) -> Tuple[Dict[str, Any], Dict[str, list]]:
+    """Reset to ``seed`` (policy parked), give the instruction, switch to the policy, wait (bounded) for
+    success (``on_solved`` runs then, before parking), park again; measure the episode from what the driver
+    recorded. Returns the JSON-ready result and the arm commands the policy sent (``{arm: [(t, q), ...]}``)."""
     from pi0_ros.training.eval_metrics import episode_jerk, is_language_case
 
+    reset_ok = driver.reset(seed)
+    state0 = driver.current_state() or {}
+    task = plan(seed, state0) if reset_ok else None
+    result: Dict[str, Any] = {"seed": seed, "instruction": task.instruction if task else None,
+                              "reset_ok": reset_ok, "success": False, "time_to_success_s": None,
+                              "start_distance_m": None, "min_distance_m": None, "distance_trace": [],
+                              "language_case": None, "command_jerk_rms": None, "faults": []}
+    commands: Dict[str, list] = {}
+    if task is None:
+        return result, commands
+    result["language_case"] = is_language_case(state0, task.arm, task.object) if task.arm and task.object else None
+    started, reason = driver.start(task.instruction)
+    t0 = time.monotonic()
+    final = driver.wait_for(task.solved, timeout) if started else None
+    waited = time.monotonic() - t0
+    if final is not None and on_solved is not None:
+        on_solved(task)
+    states, commands = driver.states_since_start(), driver.commands_since_start()
+    driver.stop()
+    if final is not None:
+        result["success"] = True
+        result["time_to_success_s"] = next((t for t, s in states if task.solved(s)), waited)
+    if task.distance is not None:
+        trace = [(round(t, 3), task.distance(s)) for t, s in states]
+        trace = [(t, d) for t, d in trace if d == d]  # drop NaN (object or arm unknown)
+        result["distance_trace"] = trace
+        if trace:
+            result["start_distance_m"] = trace[0][1]
+            result["min_distance_m"] = min(d for _, d in trace)
+    result["command_jerk_rms"] = episode_jerk(commands)
+    result["faults"] = driver.faults_since_start() + ([] if started else [f"policy_refused: {reason}"])
+    return result, commands
+
+
+def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
+                 log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """:func:`run_episode` for every seed, each logged in one line."""
     results = []
     for seed in seeds:
-        reset_ok = driver.reset(seed)
-        state0 = driver.current_state() or {}
-        task = plan(seed, state0) if reset_ok else None
-        result: Dict[str, Any] = {"seed": seed, "instruction": task.instruction if task else None,
-                                  "reset_ok": reset_ok, "success": False, "time_to_success_s": None,
-                                  "start_distance_m": None, "min_distance_m": None, "distance_trace": [],
-                                  "language_case": None, "command_jerk_rms": None, "faults": []}
-        if task is not None:
-            result["language_case"] = (is_language_case(state0, task.arm, task.object)
-                                       if task.arm and task.object else None)
-            started, reason = driver.start(task.instruction)
-            t0 = time.monotonic()
-            final = driver.wait_for(task.solved, timeout) if started else None
-            waited = time.monotonic() - t0
-            states, commands = driver.states_since_start(), driver.commands_since_start()
-            driver.stop()
-            if final is not None:
-                result["success"] = True
-                result["time_to_success_s"] = next((t for t, s in states if task.solved(s)), waited)
-            if task.distance is not None:
-                trace = [(round(t, 3), task.distance(s)) for t, s in states]
-                trace = [(t, d) for t, d in trace if d == d]  # drop NaN (object or arm unknown)
-                result["distance_trace"] = trace
-                if trace:
-                    result["start_distance_m"] = trace[0][1]
-                    result["min_distance_m"] = min(d for _, d in trace)
-            result["command_jerk_rms"] = episode_jerk(commands)
-            result["faults"] = driver.faults_since_start() + ([] if started else [f"policy_refused: {reason}"])
+        result, _ = run_episode(driver, seed, plan, timeout)
         results.append(result)
         elapsed = result["time_to_success_s"]
         extra = ("" if result["min_distance_m"] is None else
