@@ -48,7 +48,7 @@ def test_checkpoint_round_trip(ckpt_dir):
 
 
 def test_policy_interface_and_undecodable_output_is_raised_and_counted(ckpt_dir):
-    policy = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu", length_tolerance=0)
+    policy = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu", length_tolerance=0, constrain_length=False)
     assert isinstance(policy, Policy) and policy.metadata["model_type"] == "pi0_fast"
     obs = {"images": {"head": np.zeros((30, 40, 3), np.uint8)}, "state": np.zeros(4), "prompt": "pick up the cube"}
     outcomes = []
@@ -69,9 +69,9 @@ def test_policy_interface_and_undecodable_output_is_raised_and_counted(ckpt_dir)
     assert policy.stats["inferences"] == 3
 
 
-def test_relaxed_length_is_the_default_and_counted(ckpt_dir):
-    strict = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu", length_tolerance=0)
-    relaxed = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu")
+def test_relaxed_length_is_the_default_without_the_grammar_and_counted(ckpt_dir):
+    strict = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu", length_tolerance=0, constrain_length=False)
+    relaxed = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu", constrain_length=False)
     assert relaxed.length_tolerance == relaxed.fast_tokenizer.config.num_coefficients // 4
     obs = {"images": {"head": np.zeros((30, 40, 3), np.uint8)}, "prompt": "pick up the cube"}
     for seed in range(6):
@@ -92,9 +92,13 @@ def test_relaxed_length_is_the_default_and_counted(ckpt_dir):
     assert relaxed.stats["relaxed_decodes"] == strict.stats["decode_failures"] - relaxed.stats["decode_failures"]
 
 
-def test_fast_generator_policy_gives_the_same_results_as_model_generate(ckpt_dir):
-    plain = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu", fast_decode=False)
-    fast = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu", fast_decode=True)
+@pytest.mark.parametrize("constrain_length", [True, False])
+def test_fast_generator_policy_gives_the_same_results_as_model_generate(ckpt_dir, constrain_length):
+    plain = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu", fast_decode=False,
+                                          constrain_length=constrain_length)
+    fast = Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu", fast_decode=True,
+                                         constrain_length=constrain_length)
+    assert (fast.generator.grammar is not None) == constrain_length
     assert plain.generator is None and fast.generator is not None and fast.generator.restrict_vocab
     obs = {"images": {"head": np.zeros((30, 40, 3), np.uint8)}, "prompt": "pick up the cube"}
     for seed in range(2):

@@ -16,6 +16,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from pi0_ros.model.fast_grammar import ChunkLengthGrammar
 from pi0_ros.model.fast_tokenizer import FastDecodeError, FastTokenizer
 from pi0_ros.model.pi0_fast import Pi0FastConfig, fast_to_vocab, vocab_to_fast
 from pi0_ros.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, PromptTokenizer, PromptTooLongError
@@ -86,6 +87,14 @@ class FastPromptBuilder:
         mask = np.arange(max_len) < len(ids)
         ar = (np.arange(max_len) >= len(prefix)) & mask
         return tokens, mask, ar, ar.copy() if loss else np.zeros(max_len, dtype=bool)
+
+    def length_grammar(self) -> ChunkLengthGrammar:
+        """The grammar that makes generation end exactly at a whole chunk (see ``fast_grammar``);
+        raises ValueError where the FAST tokenizer cannot support it (byte-level FAST+)."""
+        counts = self.fast.token_coefficient_counts()
+        fast_ids = np.arange(len(counts))
+        return ChunkLengthGrammar.build(self.vocab_size, self.action_ids(fast_ids), counts,
+                                        (EOS_ID, self.end_ids[0]), self.fast.config.num_coefficients)
 
     def extract_fast_tokens(self, generated: Sequence[int], require_end: bool = True) -> List[int]:
         """Generated vocabulary ids -> FAST ids; the action span must end with "|" or EOS (unless

@@ -247,6 +247,16 @@ class FastTokenizer:
             )
         return chunk
 
+    def token_coefficient_counts(self) -> np.ndarray:
+        """int64[vocab_size]: how many coefficients each FAST id decodes to (its string length).
+
+        Raises ValueError for a byte-level tokenizer (FAST+), whose tokens do not map to whole
+        coefficients."""
+        if self._byte_level:
+            raise ValueError("byte-level FAST tokenizers have no per-token coefficient count")
+        return np.array([len(self.bpe.decode([i], skip_special_tokens=False)) for i in range(self.vocab_size)],
+                        dtype=np.int64)
+
     def _coefficient_range(self) -> "tuple[int, int]":
         low = self.config.min_token
         # Orthonormal DCT preserves the L2 norm, so no coefficient of a chunk bounded by A exceeds

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pi0_ros.model.fast_grammar import ChunkLengthGrammar
 from pi0_ros.model.gemma import (
     GemmaConfig,
     GemmaModel,
@@ -354,13 +355,15 @@ class Pi0FastModel(nn.Module):
     @torch.no_grad()
     def generate(self, inputs: Pi0FastInputs, max_new_tokens: Optional[int] = None,
                  cache: Optional[StaticKVCache] = None, stop_at_non_action: bool = True,
-                 step_fn: Optional[Any] = None, check_every: int = 1) -> torch.Tensor:
+                 step_fn: Optional[Any] = None, check_every: int = 1,
+                 grammar: Optional[ChunkLengthGrammar] = None) -> torch.Tensor:
         """Greedy decoding; returns the generated ids [B, n] (n <= max_new_tokens).
 
         Each row stops at its first non-action token (kept in the output; later columns are
         meaningless for that row); decoding ends when all rows stopped (checked every ``check_every``
         steps, a host sync) or after ``max_new_tokens``. ``step_fn`` replaces ``decode_step`` (a
-        ``GraphedDecoder`` bound to ``cache``).
+        ``GraphedDecoder`` bound to ``cache``). ``grammar``: pick the argmax only among the ids a
+        ``ChunkLengthGrammar`` allows, so every row ends with a whole chunk and an end marker.
         """
         max_new = max_new_tokens or self.config.max_decoding_steps
         b = inputs.tokens.shape[0]
@@ -373,7 +376,17 @@ class Pi0FastModel(nn.Module):
         if prompt_slots + max_new > cache.length:
             raise ValueError(f"cache of {cache.length} slots is too short for {prompt_slots} + {max_new}")
         step = step_fn or self.decode_step
+        remaining = None
+        if grammar is not None:
+            if max_new < grammar.budget + 1:
+                raise ValueError(f"max_new_tokens {max_new} cannot hold a chunk of {grammar.budget} coefficients "
+                                 "and its end marker")
+            grammar = grammar.to(device)
+            remaining = torch.full((b,), grammar.budget, dtype=torch.long, device=device)
+            logits = grammar.mask_logits(logits, remaining)
         token = torch.argmax(logits, dim=-1)
+        if remaining is not None:
+            remaining = grammar.advance(remaining, token)
         out = [token]
         done = ~self.is_action_token(token)
         # Slot indices live on the device up front: a fresh host->device copy per step would stall.
@@ -382,7 +395,12 @@ class Pi0FastModel(nn.Module):
             if stop_at_non_action and (k + 1) % check_every == 0 and bool(done.all()):
                 break
             logits = step(token, num_valid + k, write_slots[k:k + 1], cache)
+            if remaining is not None:
+                # A finished row keeps stepping (fixed batch shapes); it may only repeat an end marker.
+                logits = grammar.mask_logits(logits, remaining)
             token = torch.argmax(logits, dim=-1)
+            if remaining is not None:
+                remaining = grammar.advance(remaining, token)
             out.append(token)
             done = done | ~self.is_action_token(token)
         return torch.stack(out, dim=1)

@@ -23,6 +23,10 @@ built for batch-1 latency on a GPU, where one decode step is bound by reading ~4
   FAST action ids plus the end markers (``end_ids``, e.g. "|" and EOS): about 4100 rows instead of
   257152 (~1 GB less to read per token).
 
+* **Length grammar** (``grammar=``, needs ``restrict_vocab``): a ``ChunkLengthGrammar`` masks each
+  pick so the span is exactly one chunk followed by an end marker (see ``fast_grammar``); the
+  full-vocabulary check below is then skipped, because the grammar excludes text tokens by design.
+
 Restricted-vocabulary semantics (the output equals full-vocabulary greedy decoding):
   each step picks the argmax over the allowed ids (ascending id order, so ties break like a full
   argmax). After decoding, ONE batched full-vocabulary LM-head pass over the recorded final hidden
@@ -47,6 +51,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from pi0_ros.model.fast_grammar import ChunkLengthGrammar
 from pi0_ros.model.gemma import ATTENTION_MASK_VALUE, rope_tables
 from pi0_ros.model.pi0_fast import Pi0FastInputs, Pi0FastModel, StaticKVCache, fast_to_vocab
 
@@ -95,7 +100,7 @@ class FastGenerator:
     def __init__(self, model: Pi0FastModel, batch: int = 1, max_new_tokens: Optional[int] = None, *,
                  restrict_vocab: bool = False, end_ids: Sequence[int] = (), fuse: bool = True,
                  attention: str = "matmul", graphs: Optional[bool] = None, compile_step: bool = False,
-                 device: Optional[torch.device] = None):
+                 device: Optional[torch.device] = None, grammar: Optional[ChunkLengthGrammar] = None):
         if attention not in ("matmul", "sdpa"):
             raise ValueError(f"unknown decode attention {attention!r} (matmul | sdpa)")
         cfg = model.config
@@ -133,6 +138,14 @@ class FastGenerator:
         else:
             self.allowed_ids = None
             self.head = weight
+        self.grammar: Optional[ChunkLengthGrammar] = None
+        if grammar is not None:
+            if self.allowed_ids is None:
+                raise ValueError("the length grammar needs restrict_vocab=True")
+            if self.max_new < grammar.budget + 1:
+                raise ValueError(f"{self.max_new} new tokens cannot hold a chunk of {grammar.budget} "
+                                 "coefficients and its end marker")
+            self.grammar = grammar.restricted_to(self.allowed_ids).to(self.device)
         self._versions = self._source_versions()
         self._pointers = self._source_pointers()
         # Decode state (device buffers the graphs read and advance).
@@ -142,6 +155,7 @@ class FastGenerator:
         self.slot = torch.full((1,), self.prompt_slots, dtype=torch.long, device=dev)
         self.step_index = torch.ones(1, dtype=torch.long, device=dev)
         self.done = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.remaining = torch.zeros(b, dtype=torch.long, device=dev)  # coefficients still missing (grammar)
         self.out_tokens = torch.zeros(self.max_new, b, dtype=torch.long, device=dev)
         self.out_hidden = torch.zeros(self.max_new, b, self.lm.width, dtype=self.dtype, device=dev)
         self.last_outside_steps: List[Tuple[int, int, int]] = []
@@ -207,8 +221,14 @@ class FastGenerator:
 
     # ----------------------------------------------------------------------------- kernels
     def _pick(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Greedy next token [B] from final-normed hidden [B, W] (restricted or full vocabulary)."""
-        index = torch.argmax(F.linear(hidden, self.head).float(), dim=-1)
+        """Greedy next token [B] from final-normed hidden [B, W] (restricted or full vocabulary;
+        with a grammar, among the ids it allows, and ``remaining`` advanced)."""
+        logits = F.linear(hidden, self.head).float()
+        if self.grammar is not None:
+            logits = self.grammar.mask_logits(logits, self.remaining)
+        index = torch.argmax(logits, dim=-1)
+        if self.grammar is not None:
+            self.remaining.copy_(self.grammar.advance(self.remaining, index))
         return self.allowed_ids[index] if self.allowed_ids is not None else index
 
     def _is_action(self, ids: torch.Tensor) -> torch.Tensor:
@@ -218,6 +238,8 @@ class FastGenerator:
         """Prompt into the cache, token 0 and the decode state (graph-capturable)."""
         assert self._static_inputs is not None
         hidden, num_valid = self.model.prefill_hidden(self._static_inputs, self.cache)
+        if self.grammar is not None:
+            self.remaining.fill_(self.grammar.budget)
         token = self._pick(hidden)
         self.token.copy_(token)
         self.position.copy_(num_valid)
@@ -351,7 +373,8 @@ class FastGenerator:
             n += 1
         tokens = self.out_tokens[:n].T.clone()
         self.last_outside_steps = []
-        if self.allowed_ids is not None:
+        # Under a grammar text tokens are excluded by design, so there is nothing to check.
+        if self.allowed_ids is not None and self.grammar is None:
             self._correct_outside(tokens)
         return tokens
 

@@ -4,11 +4,14 @@ Input checks and the output transforms are pi0's (``Pi0Policy``'s camera/state/p
 unnormalization, delta dims, NaN check); in between, the state is quantile-normalized into the
 prompt, the model decodes FAST tokens greedily and the FAST tokenizer turns them into a chunk. A
 sequence that does not decode raises ``FastDecodeError`` (a PolicyOutputError: the node holds) and is
-counted in ``stats["decode_failures"]``; no guessed chunk is ever returned. Relaxed length
-(``length_tolerance``, default a quarter of the chunk's coefficients): a sequence that is a few
-coefficients short is completed with zero high frequencies, one that is too long (a model that does not
-stop appends a tail after the whole chunk) is cut (counted in ``stats["relaxed_decodes"]``); a small model
-misses the exact count often, and the missing tail only smooths the chunk. 0 restores the strict check.
+counted in ``stats["decode_failures"]``; no guessed chunk is ever returned.
+
+Length: by default decoding runs under the ``ChunkLengthGrammar`` (``fast_grammar``), so every answer
+has exactly one chunk's coefficients; a small model misses the exact count often in closed loop
+(ends early, runs on). Without the grammar (``constrain_length=False``, openpi's plain greedy decoding)
+a relaxed length applies (``length_tolerance``, default a quarter of the chunk's coefficients): a
+sequence a few coefficients short is completed with zero high frequencies, one that runs on after the
+whole chunk is cut (counted in ``stats["relaxed_decodes"]``); 0 restores the strict check.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from pi0_ros.model import action_transforms
+from pi0_ros.model.fast_grammar import ChunkLengthGrammar
 from pi0_ros.model.fast_prompt import FastPromptBuilder
 from pi0_ros.model.fast_tokenizer import FastDecodeError
 from pi0_ros.model.normalization import normalize
@@ -36,11 +40,16 @@ class Pi0FastPolicy(Pi0Policy):
 
     def __init__(self, checkpoint: FastCheckpoint, device: Optional[str] = None,
                  dtype: Optional[torch.dtype] = None, fast_decode: Optional[bool] = None,
-                 length_tolerance: Optional[int] = None):
+                 length_tolerance: Optional[int] = None, constrain_length: Optional[bool] = None):
         """``fast_decode`` (default: on CUDA): generate with a ``FastGenerator`` (fused weights, CUDA
         graphs, on CUDA a torch.compile-d step, LM head restricted to the FAST ids + "|"/EOS with its
         full-vocabulary check), built here so the first inference pays no capture/compile (~30 s
-        once on an H100); otherwise ``Pi0FastModel.generate``."""
+        once on an H100); otherwise ``Pi0FastModel.generate``.
+
+        ``constrain_length`` (default: wherever the FAST tokenizer supports it): decode under the
+        ``ChunkLengthGrammar``, so every answer has exactly one chunk's coefficients (the model still
+        picks every token); False = plain greedy decoding as in openpi. ``length_tolerance``: the
+        relaxed decoding of unconstrained answers (see ``FastTokenizer.decode``)."""
         # Not Pi0Policy.__init__: that builds a pi0 network. The attributes its checks use are set here.
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model_config = checkpoint.model_config
@@ -68,27 +77,36 @@ class Pi0FastPolicy(Pi0Policy):
         self.stats: Dict[str, int] = {"inferences": 0, "decode_failures": 0, "relaxed_decodes": 0}
         self.length_tolerance = (self.fast_tokenizer.config.num_coefficients // 4 if length_tolerance is None
                                  else int(length_tolerance))
+        self.grammar: Optional[ChunkLengthGrammar] = None
+        if constrain_length or constrain_length is None:
+            try:
+                self.grammar = self.builder.length_grammar()
+            except ValueError:
+                if constrain_length:
+                    raise
         if fast_decode is None:
             fast_decode = self.device.type == "cuda"
         self.generator: Optional[FastGenerator] = None
         if fast_decode:
             self.generator = FastGenerator(self.model, batch=1, restrict_vocab=True,
                                            end_ids=(EOS_ID, self.builder.end_ids[0]),
-                                           compile_step=self.device.type == "cuda")
+                                           compile_step=self.device.type == "cuda", grammar=self.grammar)
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir: str, device: Optional[str] = None,  # type: ignore[override]
                         dtype: Optional[torch.dtype] = None, fast_decode: Optional[bool] = None,
-                        length_tolerance: Optional[int] = None) -> "Pi0FastPolicy":
+                        length_tolerance: Optional[int] = None,
+                        constrain_length: Optional[bool] = None) -> "Pi0FastPolicy":
         """Build from a directory written by ``pi0_fast_checkpoint``."""
         return cls(read_fast_checkpoint(ckpt_dir), device=device, dtype=dtype, fast_decode=fast_decode,
-                   length_tolerance=length_tolerance)
+                   length_tolerance=length_tolerance, constrain_length=constrain_length)
 
     @property
     def metadata(self) -> Dict[str, Any]:
         """Static facts for clients."""
         return {"model_type": "pi0_fast", **self._io_metadata(),
-                "max_decoding_steps": self.model_config.max_decoding_steps}
+                "max_decoding_steps": self.model_config.max_decoding_steps,
+                "length_constrained_decoding": self.grammar is not None}
 
     def prepare(self, observation: Observation) -> tuple[Pi0FastInputs, np.ndarray]:  # type: ignore[override]
         """Observation -> (model inputs on the device, batch 1; the raw state)."""
@@ -115,7 +133,7 @@ class Pi0FastPolicy(Pi0Policy):
             if self.generator is not None:
                 generated = self.generator.generate(inputs, check_every=check_every)
             else:
-                generated = self.model.generate(inputs, check_every=check_every)
+                generated = self.model.generate(inputs, check_every=check_every, grammar=self.grammar)
         ids = generated[0].cpu().tolist()
         t2 = time.perf_counter()
         self.stats["inferences"] += 1
