@@ -176,6 +176,21 @@ def test_decoded_chunk_beyond_normalized_limit_raises(tmp_path, tokenizer):
         strict.decode(ids)
 
 
+def test_range_limit_follows_the_fit_data(smooth_chunks, tmp_path):
+    quiet = np.clip(smooth_chunks[:200], -1.0, 1.0)
+    assert FastTokenizer.fit(quiet, vocab_size=512).config.max_abs_normalized == 2.0  # the floor
+    loud = quiet.copy()
+    loud[0, 20:30, 3] = 2.6  # one demonstration reaching past 2, as real ones do
+    tok = FastTokenizer.fit(loud, vocab_size=512)
+    assert tok.config.max_abs_normalized == pytest.approx(1.25 * np.max(np.abs(loud)))
+    decoded = tok.decode(tok.encode(loud[0]))  # the fit data itself decodes
+    assert np.max(np.abs(decoded)) > 2.0
+    tok.save(str(tmp_path))
+    assert FastTokenizer.load(str(tmp_path)).config.max_abs_normalized == tok.config.max_abs_normalized
+    with pytest.raises(FastDecodeError, match="normalized"):
+        tok.decode(tok.encode(np.full((50, 14), 1.0) + (np.arange(50) == 25)[:, None] * 2.8))
+
+
 def test_encode_rejects_bad_input_and_clips_out_of_range(tokenizer):
     with pytest.raises(ValueError, match="shape"):
         tokenizer.encode(np.zeros((49, 14)))

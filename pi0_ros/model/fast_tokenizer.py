@@ -42,6 +42,9 @@ _LOG = logging.getLogger(__name__)
 TOKENIZER_FILE = "tokenizer.json"
 PROCESSOR_CONFIG_FILE = "processor_config.json"
 EXTRA_CONFIG_FILE = "pi0_ros_fast.json"
+# Decode range check (normalized units): at least this, and at least RANGE_MARGIN x the fit data's peak.
+DEFAULT_MAX_ABS = 2.0
+RANGE_MARGIN = 1.25
 # What the ByteLevel decoder puts where bytes are not valid UTF-8: a sign of a broken sequence.
 _REPLACEMENT_CHAR = "\ufffd"
 
@@ -66,7 +69,7 @@ class FastTokenizerConfig:
     vocab_size: int = 1024
     min_token: int = 0
     max_token: Optional[int] = None
-    max_abs_normalized: float = 2.0
+    max_abs_normalized: float = DEFAULT_MAX_ABS
 
     def chunk_shape(self) -> "tuple[int, int]":
         """(T, D) of a chunk; raises ValueError when either is unset."""
@@ -135,15 +138,20 @@ class FastTokenizer:
         scale: float = 10.0,
         vocab_size: int = 1024,
         min_frequency: int = 2,
-        max_abs_normalized: float = 2.0,
+        max_abs_normalized: Optional[float] = None,
     ) -> "FastTokenizer":
         """Train the BPE on normalized chunks ``[T, D]`` (an array ``[N, T, D]`` or an iterable).
 
         The alphabet spans the observed coefficient range; it must leave room for merges in
-        ``vocab_size`` (a larger ``scale`` widens it).
+        ``vocab_size`` (a larger ``scale`` widens it). ``max_abs_normalized`` (the decode range check;
+        default: derived from the data, ``RANGE_MARGIN`` times the largest value seen, at least
+        ``DEFAULT_MAX_ABS``): quantile normalization leaves the 1 % tails beyond +-1, and on real
+        demonstrations a few percent of chunks reach past 2, so a fixed bound would refuse
+        answers that look exactly like the training data.
         """
         coeff_rows: List[np.ndarray] = []
         shape = None
+        peak = 0.0
         for chunk in chunks:
             chunk = np.asarray(chunk, dtype=np.float64)
             if chunk.ndim != 2 or (shape is not None and chunk.shape != shape):
@@ -151,6 +159,7 @@ class FastTokenizer:
             if not np.all(np.isfinite(chunk)):
                 raise ValueError("fit data contains NaN or inf")
             shape = chunk.shape
+            peak = max(peak, float(np.max(np.abs(chunk))))
             coeff_rows.append(chunk_to_coefficients(chunk, scale))
         if not coeff_rows:
             raise ValueError("fit needs at least one chunk")
@@ -173,6 +182,8 @@ class FastTokenizer:
             show_progress=False,
         )
         bpe.train_from_iterator((_coefficients_to_text(row, min_token) for row in all_coeffs), trainer)
+        if max_abs_normalized is None:
+            max_abs_normalized = max(DEFAULT_MAX_ABS, RANGE_MARGIN * peak)
         config = FastTokenizerConfig(
             action_horizon=shape[0],
             action_dim=shape[1],
@@ -310,7 +321,7 @@ class FastTokenizer:
             vocab_size=int(processor.get("vocab_size", bpe.get_vocab_size())),
             min_token=int(processor.get("min_token", 0)),
             max_token=extra.get("max_token"),
-            max_abs_normalized=float(max_abs_normalized or extra.get("max_abs_normalized", 2.0)),
+            max_abs_normalized=float(max_abs_normalized or extra.get("max_abs_normalized", DEFAULT_MAX_ABS)),
         )
         config.chunk_shape()  # fail at load time, not at the first decode on the robot
         return cls(bpe, config)
