@@ -198,3 +198,20 @@ def test_byte_level_tokenizer_has_no_grammar(tmp_path):
     fast = FastTokenizer(bpe, FastTokenizer.fit(np.zeros((2, 10, 4)), vocab_size=256).config)
     with pytest.raises(ValueError, match="byte-level"):
         fast.token_coefficient_counts()
+
+
+def test_trimmed_prompt_generates_the_same_tokens_and_loss(parts):
+    _, _, builder = parts
+    model, inputs = _model(6, prefer_actions=True), _inputs(builder, batch=2, seed=6)
+    trimmed = inputs.trimmed()
+    valid = int(inputs.token_masks.sum(dim=1).max())
+    assert trimmed.tokens.shape[1] == valid < inputs.tokens.shape[1]
+    assert torch.equal(trimmed.tokens, inputs.tokens[:, :valid])
+    with torch.no_grad():
+        torch.testing.assert_close(model.generate(trimmed, stop_at_non_action=False),
+                                   model.generate(inputs, stop_at_non_action=False), rtol=0, atol=0)
+        # The loss drops all-padding columns itself: same value as the uncached full-width pass.
+        hidden, num_image = model.forward_hidden(inputs)
+        hidden_trim, _ = model.forward_hidden(trimmed)
+        keep = torch.cat([torch.ones(2, num_image, dtype=torch.bool), trimmed.token_masks], dim=1)
+        torch.testing.assert_close(hidden_trim[keep], hidden[:, :num_image + valid][keep], rtol=1e-5, atol=1e-5)

@@ -156,6 +156,17 @@ class Pi0FastInputs:
     token_ar: torch.Tensor  # bool [B, L]: 0 prefix (bidirectional), 1 postfix (causal)
     loss_masks: torch.Tensor  # bool [B, L]: tokens the loss predicts
 
+    def trimmed(self) -> "Pi0FastInputs":
+        """The same inputs without the token columns that are padding in every row (right padding,
+        so nothing a valid token attends to or is positioned by changes). Syncs with the device;
+        not for CUDA-graph paths, which need the fixed width."""
+        valid = self.token_masks.any(dim=0)
+        width = int(valid.nonzero().max()) + 1 if bool(valid.any()) else 1
+        if width == self.tokens.shape[1]:
+            return self
+        return dataclasses.replace(self, tokens=self.tokens[:, :width], token_masks=self.token_masks[:, :width],
+                                   token_ar=self.token_ar[:, :width], loss_masks=self.loss_masks[:, :width])
+
     def to(self, device: torch.device | str) -> "Pi0FastInputs":
         """Copy every tensor to ``device``."""
         return Pi0FastInputs(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
@@ -265,7 +276,10 @@ class Pi0FastModel(nn.Module):
         """Per-sample mean cross-entropy [B] over the tokens flagged in ``loss_masks``.
 
         Token i is predicted from position i - 1; only those positions go through the LM head.
+        Columns that are padding in every row are dropped first (training sequences are padded to
+        the prompt budget plus the whole decoding budget, mostly padding).
         """
+        inputs = inputs.trimmed()
         hidden, num_image = self.forward_hidden(inputs)
         text_hidden = hidden[:, num_image:]
         targets = inputs.tokens[:, 1:]
