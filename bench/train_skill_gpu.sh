@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train several runs of the simulation skill side by side on one GPU (run on the device machine from the
 # repository root), then pack each run's final checkpoint (weights, config, norm stats, tokenizers; no
-# optimizer state), curves and metrics into one tar per run under OUT_DIR (the device returns at most 8
-# files). Every run stops at SECONDS even if unfinished; its last saved checkpoint is packed then.
+# optimizer state), curves, metrics and log into one tar per run under OUT_DIR, split into 15 MiB parts
+# (the device returns at most 8 files of 16 MiB; rejoin with `cat NAME.tar.* | tar x`). Every run stops at
+# SECONDS even if unfinished; its last saved checkpoint is packed then.
 #
 #   bench/train_skill_gpu.sh OUT_DIR SECONDS NAME:DATASET:MODEL:CONFIG:STEPS:BATCH[:EPISODES[:EXTRA]] [...]
 #
@@ -23,12 +24,14 @@ for spec in "$@"; do
     timeout "$secs" python3 -m pi0_ros.training.cli --dataset "$data" --out "/tmp/run_$name" --model "$model" \
         --config "$config" --steps "$steps" --batch-size "$batch" --action-horizon 10 --delta-layout joint_delta \
         --lr 3e-4 --warmup 300 --ema 0.999 --save-every 1000 --keep-last 1 --num-workers "$workers" \
-        ${episodes:+--max-episodes "$episodes"} ${extra//,/ } --cache-images --no-progress > "$out/$name.log" 2>&1 &
+        ${episodes:+--max-episodes "$episodes"} ${extra//,/ } --cache-images --no-progress > "/tmp/$name.log" 2>&1 &
 done
 wait
 for name in "${names[@]}"; do
+    mkdir -p "/tmp/run_$name" && cp "/tmp/$name.log" "/tmp/run_$name/train.log"
     files=()
-    for f in last loss.png metrics.jsonl summary.json; do [ -e "/tmp/run_$name/$f" ] && files+=("$f"); done
-    tar -C "/tmp/run_$name" -chf "$out/$name.tar" --exclude training_state.pt "${files[@]}"
+    for f in last loss.png metrics.jsonl summary.json train.log; do [ -e "/tmp/run_$name/$f" ] && files+=("$f"); done
+    tar -C "/tmp/run_$name" -chf - --exclude training_state.pt "${files[@]}" | split -b 15M - "$out/$name.tar."
+    tail -n 3 "/tmp/$name.log"
 done
 ls -la "$out"

@@ -33,6 +33,7 @@ class DemoRecipe:
     lr: float = 3e-4
     warmup: int = 100
     ema: float = 0.99
+    augment: bool = False  # the recipe as measured (image augmentation came later; not measured for 1,500 steps)
 
     def key(self) -> str:
         """Short hash of the recipe: the cache folder's name."""
@@ -72,7 +73,7 @@ def train_command(recipe: DemoRecipe, dataset: Path, run: Path) -> List[str]:
             "--delta-layout", "joint_delta", "--steps", str(recipe.steps), "--batch-size", str(recipe.batch_size),
             "--lr", str(recipe.lr), "--warmup", str(recipe.warmup), "--ema", str(recipe.ema),
             "--save-every", str(max(1, recipe.steps // 4)), "--keep-last", "1", "--device", "cpu",
-            "--max-episodes", str(recipe.episodes), "--cache-images"]
+            "--max-episodes", str(recipe.episodes), "--cache-images"] + ([] if recipe.augment else ["--no-augment"])
 
 
 def ensure_demo_policy(out_dir: Path, recipe: DemoRecipe = DemoRecipe()) -> Path:

@@ -65,9 +65,10 @@ def test_loss_falls_on_tiny_synthetic_data(tmp_path, model, cfg_name, steps):
         assert out["actions"].shape == (6, 4) and np.isfinite(out["actions"]).all()
 
 
-def test_resume_takes_the_same_steps_as_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("augment", [False, True])
+def test_resume_takes_the_same_steps_as_an_uninterrupted_run(tmp_path, augment):
     ds = make_dataset(num_episodes=3, length=7, seed=5)  # 21 chunks: the 6 steps cross an epoch boundary
-    straight = Trainer(config(tmp_path, "a", ema_decay=0.9), dataset=ds)
+    straight = Trainer(config(tmp_path, "a", ema_decay=0.9, augment=augment), dataset=ds)
     straight.run()
     resumed = Trainer(config(tmp_path, "b", steps=0), resume=str(tmp_path / "a" / "checkpoints" / "step_000003"),
                       dataset=ds)
@@ -82,6 +83,29 @@ def test_resume_takes_the_same_steps_as_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
     for name in straight.ema.shadow:
         torch.testing.assert_close(straight.ema.shadow[name], resumed.ema.shadow[name], rtol=1e-5, atol=1e-6)
+
+
+def test_augmentation_reaches_the_loss_on_fixed_cameras_only(tmp_path):
+    ds = make_dataset(num_episodes=2, length=6, seed=1)
+    seen = []
+    trainers = {}
+    for augment in (False, True):
+        trainer = Trainer(config(tmp_path, f"aug{augment}", steps=2, augment=augment), dataset=ds)
+        engine = trainer.engine
+
+        def capture(batch, generator, engine=engine):
+            seen.append(batch["inputs"].images.clone())
+            return engine(batch, generator)
+
+        trainer.engine = capture
+        trainer.run()
+        trainers[augment] = trainer
+    plain, augmented = seen[0], seen[2]  # the first step of each run: the same samples
+    slots = trainers[True].policy_config["camera_names"]
+    assert trainers[True].augment_geometric == [bool(n) and "wrist" not in n for n in slots]
+    assert trainers[False].augment_geometric is None
+    assert not torch.allclose(plain, augmented, atol=1e-3)
+    assert augmented.min() >= -1 and augmented.max() <= 1
 
 
 def _snapshot(model):

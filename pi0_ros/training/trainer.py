@@ -47,6 +47,7 @@ from pi0_ros.model.normalization import NormStats, load_norm_stats, save_norm_st
 from pi0_ros.model.pi0_fast_checkpoint import save_fast_checkpoint
 from pi0_ros.model.policy import Pi0PolicyConfig
 from pi0_ros.training import model_setup
+from pi0_ros.training.augment import augment_images, is_wrist_camera
 from pi0_ros.training.chunks import chunk_index
 from pi0_ros.training.dataset import (
     DatasetError,
@@ -99,6 +100,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     mask_padded_actions: bool = False
+    augment: bool = False  # random crop/rotation (fixed cameras) and color jitter (all) on the training images
     fast_scale: float = 10.0
     fast_vocab_size: Optional[int] = None
     save_every: int = 500
@@ -335,6 +337,9 @@ class Trainer:
         if cfg.model == "pi0_fast" and policy["normalization"] != "quantile":
             raise ValueError("pi0-FAST trains with quantile normalization")
         self.policy_config = policy
+        # Camera slots that get the geometric augmentation (empty slots: no image, flags are moot).
+        self.augment_geometric = ([bool(name) and not is_wrist_camera(name) for name in policy["camera_names"]]
+                                  if cfg.augment else None)
         delta_mask = np.asarray(policy["delta_mask"], dtype=bool)
         # Statistics: computed once (rank 0's numbers equal everyone's: same data, deterministic).
         if state is not None:
@@ -496,6 +501,10 @@ class Trainer:
         metrics_path = os.path.join(cfg.out, "metrics.jsonl")
         for step, batch in zip(range(self.start_step, total), loader, strict=True):
             batch = _to_device(batch, info.device)
+            if self.augment_geometric is not None:
+                inputs = batch["inputs"]
+                batch["inputs"] = dataclasses.replace(inputs, images=augment_images(
+                    inputs.images, self.augment_geometric, generator=self.generator))
             with torch.autocast(device_type=info.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 loss = self.engine(batch, self.generator)
             if not torch.isfinite(loss):
