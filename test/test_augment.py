@@ -56,3 +56,25 @@ def test_same_generator_state_same_result():
     a = augment_images(images, [True, False, False], generator=torch.Generator().manual_seed(5))
     b = augment_images(images, [True, False, False], generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_fast_state_noise_varies_the_state_tokens_only_when_augmenting(tmp_path):
+    from pi0_ros.training.synthetic import make_dataset
+    from pi0_ros.training.trainer import TrainConfig, Trainer
+
+    ds = make_dataset(num_episodes=2, length=6, seed=2)
+    tokens = {}
+    for augment in (False, True):
+        cfg = TrainConfig(dataset="synthetic", out=str(tmp_path / f"a{augment}"), model="pi0_fast",
+                          config="pi0_fast_test", steps=1, batch_size=2, progress=False, augment=augment,
+                          fast_state_noise=0.2)
+        trainer = Trainer(cfg, dataset=ds)
+        assert trainer.builder.state_noise == (0.2 if augment else 0.0)
+        torch.manual_seed(0)
+        tokens[augment] = [trainer.samples[3]["inputs"] for _ in range(4)]
+    plain, noisy = ([s.tokens for s in tokens[a]] for a in (False, True))
+    assert all(torch.equal(t, plain[0]) for t in plain)  # no noise: one prompt
+    assert any(not torch.equal(t, noisy[0]) for t in noisy[1:])  # noise: the state bins move
+    # Only the state part of the prompt changes: the action tokens (the loss targets) stay.
+    targets = [s.tokens[s.loss_masks] for s in tokens[True]]
+    assert all(torch.equal(t, targets[0]) for t in targets)

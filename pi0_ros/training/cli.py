@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--no-augment", action="store_true",
                    help="train on the images as recorded (default: random crop/rotation on fixed cameras and "
                         "color jitter on all, as openpi trains pi0)")
+    o.add_argument("--fast-state-noise", type=float, default=0.03,
+                   help="pi0-FAST with augmentation: Gaussian noise std on the normalized state before its "
+                        "discretization into the prompt (default: %(default)s, ~4 of 256 bins)")
     o.add_argument("--mask-padded-actions", action="store_true", help="leave padded chunk steps out of the loss")
     o.add_argument("--fast-scale", type=float, default=10.0)
     o.add_argument("--fast-vocab-size", type=int, default=None)
@@ -108,7 +111,8 @@ def config_from_args(args: argparse.Namespace):
         min_lr_ratio=args.min_lr_ratio, warmup_steps=args.warmup, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, ema_decay=args.ema, freeze=args.freeze, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, grad_checkpointing=args.grad_checkpointing, precision=args.precision,
-        mask_padded_actions=args.mask_padded_actions, augment=not args.no_augment, fast_scale=args.fast_scale,
+        mask_padded_actions=args.mask_padded_actions, augment=not args.no_augment,
+        fast_state_noise=args.fast_state_noise, fast_scale=args.fast_scale,
         fast_vocab_size=args.fast_vocab_size, save_every=args.save_every, keep_last=args.keep_last,
         log_every=args.log_every, seed=args.seed, num_workers=args.num_workers, cache_images=args.cache_images,
         max_episodes=args.max_episodes, device=args.device,

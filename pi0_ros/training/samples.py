@@ -85,7 +85,8 @@ class FastSampleBuilder(Pi0FastPolicy):
     """Observation + chunk -> ``Pi0FastInputs`` with the full token sequence and its loss mask."""
 
     def __init__(self, model_config: Pi0FastConfig, policy_config: Dict, norm_stats: Dict[str, NormStats],
-                 tokenizer: PromptTokenizer, fast_tokenizer: FastTokenizer, max_len: Optional[int] = None):
+                 tokenizer: PromptTokenizer, fast_tokenizer: FastTokenizer, max_len: Optional[int] = None,
+                 state_noise: float = 0.0):
         # Not Pi0FastPolicy.__init__ (it builds a network).
         self.device = torch.device("cpu")
         self.model_config = model_config
@@ -99,6 +100,11 @@ class FastSampleBuilder(Pi0FastPolicy):
         self.action_stats = norm_stats["actions"]
         self._delta_mask = np.asarray(self.config.delta_mask, dtype=bool)
         self.max_len = max_len or model_config.max_token_len + model_config.max_decoding_steps
+        # Std of Gaussian noise on the normalized state before it is discretized into the prompt (training
+        # only). pi0-FAST reads the state as 256-bin text tokens: without noise a model learns the exact
+        # tokens of its demonstrations and answers a start pose 0.01 rad away (a few bins) with a chunk unlike
+        # any demonstration (seen in the simulator).
+        self.state_noise = float(state_noise)
 
     observation = Pi0SampleBuilder.observation
 
@@ -116,8 +122,11 @@ class FastSampleBuilder(Pi0FastPolicy):
         obs = self.observation(dataset.images(episode.index, frame), episode.states[frame], episode.task)
         pixels, masks = self._images(obs["images"])
         state = self._state(obs["state"])
-        norm_state = action_transforms.pad_to(normalize(state, self.state_stats, "quantile"),
-                                              self.model_config.action_dim)
+        norm_state = normalize(state, self.state_stats, "quantile")
+        if self.state_noise > 0:
+            # torch's generator: DataLoader seeds it per worker (numpy's global one is the same in every worker).
+            norm_state = norm_state + self.state_noise * torch.randn(norm_state.shape, dtype=torch.float64).numpy()
+        norm_state = action_transforms.pad_to(norm_state, self.model_config.action_dim)
         chunk, _ = chunk_at(episode.actions, frame, self.model_config.action_horizon)
         tokens, mask, ar, loss = self.builder.training_tokens(self._prompt(obs), norm_state,
                                                               self.target(chunk, state), self.max_len)

@@ -101,6 +101,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     mask_padded_actions: bool = False
     augment: bool = False  # random crop/rotation (fixed cameras) and color jitter (all) on the training images
+    fast_state_noise: float = 0.03  # with augment, pi0-FAST: noise std on the normalized state (~4 of 256 bins)
     fast_scale: float = 10.0
     fast_vocab_size: Optional[int] = None
     save_every: int = 500
@@ -366,7 +367,8 @@ class Trainer:
             prompt_check = self.builder.tokenizer.tokenize
         else:
             self.builder = FastSampleBuilder(model_cfg, policy, stats, self.bundle.tokenizer,
-                                             self.bundle.fast_tokenizer)
+                                             self.bundle.fast_tokenizer,
+                                             state_noise=cfg.fast_state_noise if cfg.augment else 0.0)
             prompt_check = self.builder.prompt_fits
         problems = []
         for task in sorted({ep.task for ep in self.episodes}):
