@@ -8,6 +8,7 @@ import pytest
 
 from pi0_ros.training.eval_metrics import episode_jerk, is_language_case, nearest_object, rms_jerk
 from pi0_ros.training.evaluate import (
+    EpisodeTask,
     expert_plan,
     fixed_plan,
     format_text,
@@ -94,6 +95,48 @@ def test_episode_loop_and_summary():
     # 2 t^3 has a third derivative of 12 everywhere: the RMS jerk of the fake commands
     assert summary["command_jerk_rms_median"] == pytest.approx(12.0, rel=1e-6)
     assert "2/5 successes (40 %)" in format_text(summary, "ckpt")
+
+
+class HoldDriver(FakeDriver):
+    """Touches on the third state; during the hold, seed 0 stays on the cube and seed 1 sweeps on past it."""
+
+    def __init__(self):
+        super().__init__()
+        self.held_for = None
+
+    def start(self, instruction):
+        self.held_for = None
+        return super().start(instruction)
+
+    def states_since_start(self):
+        path = [0.3, 0.2, 0.02]
+        if self.held_for is not None:
+            path += [0.02, 0.01] if self.seed == 0 else [0.05, 0.12]
+        return [(0.1 * k, {"touched": {"left_arm": ["cube"] if k >= 2 else []},
+                           "distances": {"left_arm": {"cube": d}}}) for k, d in enumerate(path)]
+
+    def wait_for(self, predicate, timeout):
+        found = super().wait_for(predicate, timeout)
+        if found is None:  # the hold: the policy kept acting for `timeout` seconds
+            self.held_for = timeout
+        return found
+
+
+def test_a_hold_after_the_touch_tells_a_reach_from_a_sweep():
+    def plan(seed, state):
+        return EpisodeTask("touch the cube", success_check("touched"),
+                           lambda st: st["distances"]["left_arm"]["cube"])
+    driver = HoldDriver()
+    episodes = run_episodes(driver, [0, 1], plan, timeout=0.01, log=lambda m: None, hold_s=1.0, hold_distance=0.035)
+    assert [e["success"] for e in episodes] == [True, True]  # both touched first
+    assert [e["held"] for e in episodes] == [True, False]  # only the reach stayed
+    assert episodes[1]["min_distance_m"] == pytest.approx(0.02)
+    summary = summarize(episodes)
+    assert summary["touched_and_held"] == {"episodes": 2, "successes": 1, "success_rate": 0.5}
+    assert "touched and still there after the hold: 1/2" in format_text(summary, "ckpt")
+    # Without a hold nothing is claimed about it.
+    plain = run_episodes(HoldDriver(), [1], plan, timeout=0.01, log=lambda m: None)
+    assert plain[0]["held"] is None and summarize(plain)["touched_and_held"] is None
 
 
 def test_expert_plan_gives_the_task_the_closest_approach_and_the_language_case():

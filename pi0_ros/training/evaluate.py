@@ -73,11 +73,16 @@ def summarize(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
         "language_following": _rate([e for e in episodes if e.get("language_case")]),
         "by_instruction": {text: _rate([e for e in episodes if e.get("instruction") == text])
                            for text in sorted({e["instruction"] for e in episodes if e.get("instruction")})},
+        # Touched and still there after the hold (only when episodes were run with a hold).
+        "touched_and_held": (_rate(episodes, "held") if any(e.get("held") is not None for e in episodes)
+                             else None),
+        "language_following_held": (_rate([e for e in episodes if e.get("language_case")], "held")
+                                    if any(e.get("held") is not None for e in episodes) else None),
     }
 
 
-def _rate(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
-    successes = sum(1 for e in episodes if e["success"])
+def _rate(episodes: List[Dict[str, Any]], key: str = "success") -> Dict[str, Any]:
+    successes = sum(1 for e in episodes if e.get(key))
     return {"episodes": len(episodes), "successes": successes,
             "success_rate": successes / len(episodes) if episodes else None}
 
@@ -101,6 +106,11 @@ def format_text(summary: Dict[str, Any], label: str) -> str:
     if language.get("episodes"):
         text += (f"; language following (the instruction names a cube other than the hand's nearest): "
                  f"{language['successes']}/{language['episodes']}")
+    held = summary.get("touched_and_held")
+    if held:
+        lang_held = summary.get("language_following_held") or {}
+        text += (f"; touched and still there after the hold: {held['successes']}/{held['episodes']}"
+                 f" (language following {lang_held.get('successes', 0)}/{lang_held.get('episodes', 0)})")
     if summary.get("command_jerk_rms_median") is not None:
         text += f"; median RMS command jerk {summary['command_jerk_rms_median']:.1f} rad/s^3"
     return text
@@ -143,10 +153,15 @@ def expert_plan(seed: int, state: Dict[str, Any], tasks: Optional[Sequence[Any]]
 
 
 def run_episode(driver, seed: int, plan: Plan, timeout: float,
-                on_solved: Optional[Callable[[EpisodeTask], None]] = None) -> Tuple[Dict[str, Any], Dict[str, list]]:
+                on_solved: Optional[Callable[[EpisodeTask], None]] = None, hold_s: float = 0.0,
+                hold_distance: Optional[float] = None) -> Tuple[Dict[str, Any], Dict[str, list]]:
     """Reset to ``seed`` (policy parked), give the instruction, switch to the policy, wait (bounded) for
     success (``on_solved`` runs then, before parking), park again; measure the episode from what the driver
-    recorded. Returns the JSON-ready result and the arm commands the policy sent (``{arm: [(t, q), ...]}``)."""
+    recorded. Returns the JSON-ready result and the arm commands the policy sent (``{arm: [(t, q), ...]}``).
+
+    ``hold_s`` > 0: after success the policy keeps running that long, and ``held`` says whether the named
+    hand is still within ``hold_distance`` of the target then. First touch alone is also met by a motion
+    that sweeps through the target; a reach stays (the demonstrations dwell on the cube)."""
     from pi0_ros.training.eval_metrics import episode_jerk, is_language_case
 
     reset_ok = driver.reset(seed)
@@ -155,7 +170,7 @@ def run_episode(driver, seed: int, plan: Plan, timeout: float,
     result: Dict[str, Any] = {"seed": seed, "instruction": task.instruction if task else None,
                               "reset_ok": reset_ok, "success": False, "time_to_success_s": None,
                               "start_distance_m": None, "min_distance_m": None, "distance_trace": [],
-                              "language_case": None, "command_jerk_rms": None, "faults": []}
+                              "language_case": None, "command_jerk_rms": None, "faults": [], "held": None}
     commands: Dict[str, list] = {}
     if task is None:
         return result, commands
@@ -164,9 +179,14 @@ def run_episode(driver, seed: int, plan: Plan, timeout: float,
     t0 = time.monotonic()
     final = driver.wait_for(task.solved, timeout) if started else None
     waited = time.monotonic() - t0
+    if final is not None and hold_s > 0:
+        driver.wait_for(lambda _state: False, hold_s)  # the policy keeps acting meanwhile
     if final is not None and on_solved is not None:
         on_solved(task)
     states, commands = driver.states_since_start(), driver.commands_since_start()
+    if final is not None and hold_s > 0 and task.distance is not None and hold_distance is not None and states:
+        last = task.distance(states[-1][1])
+        result["held"] = bool(last == last and last <= hold_distance)
     driver.stop()
     if final is not None:
         result["success"] = True
@@ -184,11 +204,12 @@ def run_episode(driver, seed: int, plan: Plan, timeout: float,
 
 
 def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
-                 log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+                 log: Callable[[str], None] = print, hold_s: float = 0.0,
+                 hold_distance: Optional[float] = None) -> List[Dict[str, Any]]:
     """:func:`run_episode` for every seed, each logged in one line."""
     results = []
     for seed in seeds:
-        result, _ = run_episode(driver, seed, plan, timeout)
+        result, _ = run_episode(driver, seed, plan, timeout, hold_s=hold_s, hold_distance=hold_distance)
         results.append(result)
         elapsed = result["time_to_success_s"]
         extra = ("" if result["min_distance_m"] is None else
@@ -196,6 +217,7 @@ def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
         log(f"seed {seed}: {'success after ' + f'{elapsed:.1f} s' if result['success'] else 'failure'}{extra}"
             + (f" ({result['instruction']})" if result["instruction"] else "")
             + (" [language case]" if result["language_case"] else "")
+            + ("" if result["held"] is None else (", held" if result["held"] else ", NOT held"))
             + (f", faults {result['faults']}" if result["faults"] else ""))
     return results
 
@@ -254,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated joint feedback rate; 50 Hz (not the robot's 100) halves the policy node's "
                         "message load, which on a 2-core machine otherwise delays feedback past the staleness "
                         "watchdog while the policy infers")
+    p.add_argument("--hold", type=float, default=0.0, metavar="S",
+                   help="after a success keep the policy running S seconds and report whether the hand is still "
+                        "within the touch distance (0: first touch only)")
     p.add_argument("--startup-timeout", type=float, default=120.0)
     p.add_argument("--sim-params", default=None)
     p.add_argument("--out", default=None, help="JSON results file")
@@ -302,15 +327,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except TimeoutError:
             graph.check_alive()
             raise RuntimeError(f"no /sim_robot/task_state within {args.startup_timeout} s (logs: {log_dir})") from None
-        episodes = run_episodes(driver, seeds, plan, args.episode_timeout)
+        touch_distance = load_sim_config(config_path("sim.yaml")).task.touch_distance
+        episodes = run_episodes(driver, seeds, plan, args.episode_timeout, hold_s=args.hold,
+                                hold_distance=touch_distance)
         graph.check_alive()
     summary = summarize(episodes)
     label = args.label or args.checkpoint or args.backend
-    touch_distance = load_sim_config(config_path("sim.yaml")).task.touch_distance
     report = {"label": label, "backend": args.backend, "policy_parameters": extra, "checkpoint": args.checkpoint,
               "instruction": args.instruction, "layout": args.layout,
               "tasks": [t.instruction for t in tasks] if tasks else None, "success": args.success,
-              "touch_distance_m": touch_distance, "episode_timeout_s": args.episode_timeout, "seeds": seeds,
+              "touch_distance_m": touch_distance, "episode_timeout_s": args.episode_timeout, "hold_s": args.hold,
+              "seeds": seeds,
               "summary": summary, "episodes": episodes, "logs": str(log_dir)}
     if args.out:
         out = Path(args.out)
