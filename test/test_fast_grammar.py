@@ -215,3 +215,22 @@ def test_trimmed_prompt_generates_the_same_tokens_and_loss(parts):
         hidden_trim, _ = model.forward_hidden(trimmed)
         keep = torch.cat([torch.ones(2, num_image, dtype=torch.bool), trimmed.token_masks], dim=1)
         torch.testing.assert_close(hidden_trim[keep], hidden[:, :num_image + valid][keep], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_and_compiled_generator_under_the_grammar_equals_eager_on_gpu(parts):
+    _, _, builder = parts
+    grammar = builder.length_grammar()
+    model = _model(7, prefer_actions=True).cuda()
+    inputs = _inputs(builder, batch=2, seed=7).to("cuda")
+    with torch.no_grad():
+        expected = model.generate(inputs, grammar=grammar)
+        for compiled in (False, True):
+            gen = FastGenerator(model, batch=2, restrict_vocab=True, end_ids=(EOS_ID, builder.end_ids[0]),
+                                grammar=grammar, compile_step=compiled)
+            assert gen._step_graph is not None
+            got = gen.generate(inputs)
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+            # Run twice: the graph resets the grammar's budget on every prefill.
+            torch.testing.assert_close(gen.generate(inputs), expected, rtol=0, atol=0)
