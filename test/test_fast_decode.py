@@ -20,12 +20,7 @@ END_IDS = (EOS_ID, 300)  # EOS and a stand-in for "|"
 STEPS = 10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _inputs(batch=2, seed=0):

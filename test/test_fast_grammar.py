@@ -21,12 +21,7 @@ from pi0_ros.model.tokenizer import EOS_ID, default_corpus, train_tokenizer
 CFG = get_pi0_fast_config("pi0_fast_test")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,7 @@ SAMPLES = [("Pick_up the RED cube", np.array([0.1, 0.2, -0.3, 0.9])),
            ("open the drawer", np.array([-0.5, 0.25, 0.3, -0.9]))]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matmuls on a shared 2-core machine: one thread is many times faster than two.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

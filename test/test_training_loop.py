@@ -13,13 +13,7 @@ from pi0_ros.training.model_setup import LoRALinear
 from pi0_ros.training.synthetic import make_dataset
 from pi0_ros.training.trainer import TrainConfig, Trainer, lr_factor
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bitwise-reproducible CPU math for the resume comparison
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(tmp_path, name="run", **kw):
