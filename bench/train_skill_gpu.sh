@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train several runs of the simulation skill side by side on one GPU (run on the device machine from the
-# repository root), then pack each run's final checkpoint (weights, config, norm stats, tokenizers; no
+# repository root), then pack each run's final checkpoint and, with a held-out set (EXTRA
+# --val-dataset=DIR), its lowest-held-out-loss one as `best` (weights, config, norm stats, tokenizers; no
 # optimizer state), curves, metrics and log into one tar per run under OUT_DIR, split into 15 MiB parts
 # (the device returns at most 8 files of 16 MiB; rejoin with `cat NAME.tar.* | tar x`). Every run stops at
 # SECONDS even if unfinished; its last saved checkpoint is packed then.
@@ -30,7 +31,7 @@ wait
 for name in "${names[@]}"; do
     mkdir -p "/tmp/run_$name" && cp "/tmp/$name.log" "/tmp/run_$name/train.log"
     files=()
-    for f in last loss.png metrics.jsonl summary.json train.log; do [ -e "/tmp/run_$name/$f" ] && files+=("$f"); done
+    for f in last best loss.png metrics.jsonl summary.json train.log; do [ -e "/tmp/run_$name/$f" ] && files+=("$f"); done
     tar -C "/tmp/run_$name" -chf - --exclude training_state.pt "${files[@]}" | split -b 15M - "$out/$name.tar."
     tail -n 3 "/tmp/$name.log"
 done

@@ -139,6 +139,43 @@ def test_a_hold_after_the_touch_tells_a_reach_from_a_sweep():
     assert plain[0]["held"] is None and summarize(plain)["touched_and_held"] is None
 
 
+class SweepDriver(HoldDriver):
+    """Seed 0 reaches with the left hand alone; seed 1 also brings the right hand onto another cube during the
+    hold; seed 2 touches a second cube with the named hand on the way; seed 3 touches only the wrong cube."""
+
+    def states_since_start(self):
+        states = []
+        for t, state in super().states_since_start():
+            touched = {"left_arm": list(state["touched"]["left_arm"]), "right_arm": []}
+            if self.seed == 1 and t > 0.25:
+                touched["right_arm"] = ["blue"]
+            if self.seed == 2 and t == pytest.approx(0.1):
+                touched["left_arm"] = ["red"]
+            if self.seed == 3:
+                touched["left_arm"] = ["red"] if touched["left_arm"] else []
+            states.append((t, {**state, "touched": touched}))
+        return states
+
+
+def test_clean_success_needs_nothing_but_the_named_cube_touched():
+    def plan(seed, state):
+        return EpisodeTask("touch the cube with the left hand",
+                           lambda st: "cube" in st["touched"]["left_arm"],
+                           lambda st: st["distances"]["left_arm"]["cube"], arm="left_arm", object="cube")
+    episodes = run_episodes(SweepDriver(), [0, 1, 2, 3], plan, timeout=0.01, log=lambda m: None, hold_s=1.0,
+                            hold_distance=0.035)
+    assert [e["success"] for e in episodes] == [True, True, True, False]
+    assert [e["other_touches"] for e in episodes] == [[], ["right_arm:blue"], ["left_arm:red"], ["left_arm:red"]]
+    assert [e["clean"] for e in episodes] == [True, False, False, False]
+    summary = summarize(episodes)
+    assert summary["clean_success"] == {"episodes": 4, "successes": 1, "success_rate": 0.25}
+    assert "clean (no other cube touched by either hand): 1/4" in format_text(summary, "ckpt")
+    # Tasks that do not name an arm and an object claim nothing about it.
+    fixed = run_episodes(SweepDriver(), [0], fixed_plan("touch", success_check("touched")), timeout=0.01,
+                         log=lambda m: None)
+    assert fixed[0]["clean"] is None and summarize(fixed)["clean_success"] is None
+
+
 def test_expert_plan_gives_the_task_the_closest_approach_and_the_language_case():
     # red is named, but green is nearer to the left hand at the start: a language-following case
     state0 = {"objects": {"red": {"position": [0.45, 0.15, 1.07]}, "green": {"position": [0.47, 0.0, 1.07]}},

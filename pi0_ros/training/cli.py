@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune onto data whose dims/cameras differ from --init's (new policy config)")
     d.add_argument("--action-horizon", type=int, default=None)
     d.add_argument("--max-episodes", type=int, default=None, help="train on the dataset's first N episodes only")
+    d.add_argument("--val-dataset", default=None,
+                   help="held-out demonstrations (same format): their loss at every checkpoint, the lowest "
+                        "linked as <out>/best")
     d.add_argument("--cameras", default=None, help="dataset cameras for the image slots, e.g. head,left_wrist,")
     d.add_argument("--delta-dims", default=None, help="action dims trained as deltas to the state, e.g. 0-6,8-14")
     d.add_argument("--delta-layout", default=None, help="use this embodiment action space's delta mask")
@@ -115,7 +118,7 @@ def config_from_args(args: argparse.Namespace):
         fast_state_noise=args.fast_state_noise, fast_scale=args.fast_scale,
         fast_vocab_size=args.fast_vocab_size, save_every=args.save_every, keep_last=args.keep_last,
         log_every=args.log_every, seed=args.seed, num_workers=args.num_workers, cache_images=args.cache_images,
-        max_episodes=args.max_episodes, device=args.device,
+        max_episodes=args.max_episodes, val_dataset=args.val_dataset, device=args.device,
         fsdp=args.fsdp, progress=not args.no_progress, stop_after=args.stop_after)
 
 

@@ -15,8 +15,11 @@ fixed ``--instruction``, ``--success`` judges: ``touched`` (any arm, any object)
 or ``distance:<object>:<metres>``. Held-out seeds: demonstrations should use seeds outside this range
 (pi0-collect starts at 0). ``--layout fixed`` runs the simulator with config/sim.yaml's fixed cube layout
 and draws each seed's task from ``--tasks`` (default: pi0_ros.sim.expert.SKILL_TASKS), as ``pi0-collect
---layout fixed`` does: the language-conditioned skill. The policy node runs one chunk step per tick at the
-dataset's fps (from the checkpoint's training.json) unless ``--control-hz`` says otherwise.
+--layout fixed`` does: the language-conditioned skill. For such tasks the report also gives the clean
+success (the named hand touched the named cube and no hand touched anything else; use it with ``--hold``),
+which a motion that ignores the instruction and sweeps both hands onto the cubes cannot meet. The policy
+node runs one chunk step per tick at the dataset's fps (from the checkpoint's training.json) unless
+``--control-hz`` says otherwise.
 """
 
 from __future__ import annotations
@@ -78,6 +81,10 @@ def summarize(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
                              else None),
         "language_following_held": (_rate([e for e in episodes if e.get("language_case")], "held")
                                     if any(e.get("held") is not None for e in episodes) else None),
+        # Success with nothing but the named cube touched, by either hand (tasks naming an arm and an object).
+        "clean_success": (_rate(episodes, "clean") if any(e.get("clean") is not None for e in episodes) else None),
+        "language_following_clean": (_rate([e for e in episodes if e.get("language_case")], "clean")
+                                     if any(e.get("clean") is not None for e in episodes) else None),
     }
 
 
@@ -111,6 +118,11 @@ def format_text(summary: Dict[str, Any], label: str) -> str:
         lang_held = summary.get("language_following_held") or {}
         text += (f"; touched and still there after the hold: {held['successes']}/{held['episodes']}"
                  f" (language following {lang_held.get('successes', 0)}/{lang_held.get('episodes', 0)})")
+    clean = summary.get("clean_success")
+    if clean:
+        lang_clean = summary.get("language_following_clean") or {}
+        text += (f"; clean (no other cube touched by either hand): {clean['successes']}/{clean['episodes']}"
+                 f" (language following {lang_clean.get('successes', 0)}/{lang_clean.get('episodes', 0)})")
     if summary.get("command_jerk_rms_median") is not None:
         text += f"; median RMS command jerk {summary['command_jerk_rms_median']:.1f} rad/s^3"
     return text
@@ -161,7 +173,13 @@ def run_episode(driver, seed: int, plan: Plan, timeout: float,
 
     ``hold_s`` > 0: after success the policy keeps running that long, and ``held`` says whether the named
     hand is still within ``hold_distance`` of the target then. First touch alone is also met by a motion
-    that sweeps through the target; a reach stays (the demonstrations dwell on the cube)."""
+    that sweeps through the target; a reach stays (the demonstrations dwell on the cube).
+
+    ``other_touches`` (tasks that name an arm and an object): every other arm/object pair that came within
+    the touch distance from the start to the end of the episode (through the hold); ``clean`` = success and
+    none. A motion that ignores the instruction (e.g. both hands sweeping down onto the cubes in front of
+    them) touches more than the named cube; the demonstrations move the named hand only. Judge it with a
+    hold, so that what happens just after the first touch is seen too."""
     from pi0_ros.training.eval_metrics import episode_jerk, is_language_case
 
     reset_ok = driver.reset(seed)
@@ -170,7 +188,8 @@ def run_episode(driver, seed: int, plan: Plan, timeout: float,
     result: Dict[str, Any] = {"seed": seed, "instruction": task.instruction if task else None,
                               "reset_ok": reset_ok, "success": False, "time_to_success_s": None,
                               "start_distance_m": None, "min_distance_m": None, "distance_trace": [],
-                              "language_case": None, "command_jerk_rms": None, "faults": [], "held": None}
+                              "language_case": None, "command_jerk_rms": None, "faults": [], "held": None,
+                              "other_touches": None, "clean": None}
     commands: Dict[str, list] = {}
     if task is None:
         return result, commands
@@ -191,6 +210,9 @@ def run_episode(driver, seed: int, plan: Plan, timeout: float,
     if final is not None:
         result["success"] = True
         result["time_to_success_s"] = next((t for t, s in states if task.solved(s)), waited)
+    if task.arm and task.object:
+        result["other_touches"] = other_touches([s for _, s in states], task.arm, task.object)
+        result["clean"] = bool(result["success"] and not result["other_touches"])
     if task.distance is not None:
         trace = [(round(t, 3), task.distance(s)) for t, s in states]
         trace = [(t, d) for t, d in trace if d == d]  # drop NaN (object or arm unknown)
@@ -201,6 +223,13 @@ def run_episode(driver, seed: int, plan: Plan, timeout: float,
     result["command_jerk_rms"] = episode_jerk(commands)
     result["faults"] = driver.faults_since_start() + ([] if started else [f"policy_refused: {reason}"])
     return result, commands
+
+
+def other_touches(states: Sequence[Dict[str, Any]], arm: str, obj: str) -> List[str]:
+    """``arm:object`` pairs other than (``arm``, ``obj``) that any task state reports as touched, sorted."""
+    seen = {f"{a}:{o}" for s in states for a, objs in (s.get("touched") or {}).items() for o in objs}
+    seen.discard(f"{arm}:{obj}")
+    return sorted(seen)
 
 
 def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
@@ -218,6 +247,7 @@ def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
             + (f" ({result['instruction']})" if result["instruction"] else "")
             + (" [language case]" if result["language_case"] else "")
             + ("" if result["held"] is None else (", held" if result["held"] else ", NOT held"))
+            + (f", also touched {result['other_touches']}" if result["other_touches"] else "")
             + (f", faults {result['faults']}" if result["faults"] else ""))
     return results
 

@@ -20,7 +20,8 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
 
 
 def save_curves(history: List[Mapping[str, float]], out_dir: str) -> Dict[str, str]:
-    """Write loss.png and lr.png; returns their paths (none where matplotlib is not installed)."""
+    """Write loss.png (training loss, and the held-out loss where measured) and lr.png; returns their paths (none
+    where matplotlib is not installed)."""
     try:
         import matplotlib
     except ImportError:
@@ -36,9 +37,12 @@ def save_curves(history: List[Mapping[str, float]], out_dir: str) -> Dict[str, s
     losses = [h["loss"] for h in history]
     ax.plot(steps, losses, alpha=0.35, label="loss")
     ax.plot(steps, smooth(losses, max(1, len(losses) // 20)), label="moving average")
+    held_out = [(h["step"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
+    if held_out:
+        ax.plot([s for s, _ in held_out], [v for _, v in held_out], "o-", label="held-out loss")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    if losses and min(losses) > 0:
+    ax.set_ylabel("loss")
+    if losses and min(losses + [v for _, v in held_out]) > 0:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     ax.legend()

@@ -6,6 +6,8 @@ One run writes ``<out>/``::
                                training_state.pt (optimizer, scheduler, step, RNG, EMA, config) and
                                training.json (provenance); written atomically (staging dir + rename)
     last -> checkpoints/step_...   symlink to the newest checkpoint
+    best -> checkpoints/step_...   with a held-out set (``val_dataset``): the checkpoint of lowest held-out
+                                   loss (kept whatever ``keep_last`` says)
     norm_stats.json            the statistics, computed once at the start (openpi format)
     metrics.jsonl, loss.png, lr.png, summary.json
 
@@ -60,6 +62,7 @@ from pi0_ros.training.dataset import (
 from pi0_ros.training.report import format_summary, save_curves
 from pi0_ros.training.samples import FastSampleBuilder, Pi0SampleBuilder, fast_training_chunks
 from pi0_ros.training.stats import compute_norm_stats
+from pi0_ros.training.validation import HeldOutLoss, weights_swapped
 
 STATE_FILE = "training_state.pt"
 STATE_FORMAT = "pi0_ros.train_state"
@@ -111,6 +114,7 @@ class TrainConfig:
     num_workers: int = 0
     cache_images: bool = False  # decode every image once into memory before training (datasets that support it)
     max_episodes: Optional[int] = None  # train on the dataset's first N episodes only
+    val_dataset: Optional[str] = None  # held-out demonstrations: their loss at every checkpoint, `best` link
     device: Optional[str] = None
     fsdp: bool = False
     progress: bool = True
@@ -261,13 +265,17 @@ def _log(info: DistInfo, message: str) -> None:
 class Trainer:
     """Set up from a TrainConfig (or a checkpoint to resume), then ``run()``."""
 
-    def __init__(self, cfg: TrainConfig, resume: Optional[str] = None, dataset: Optional[EpisodeDataset] = None):
-        """``dataset`` overrides opening ``cfg.dataset`` (in-memory data; ``cfg.dataset`` then only names it)."""
+    def __init__(self, cfg: TrainConfig, resume: Optional[str] = None, dataset: Optional[EpisodeDataset] = None,
+                 val_dataset: Optional[EpisodeDataset] = None):
+        """``dataset`` / ``val_dataset`` override opening ``cfg.dataset`` / ``cfg.val_dataset`` (in-memory data;
+        the config's fields then only name them)."""
         self.info = init_distributed(cfg.device)
         self.cfg = cfg
         self.start_step = 0
         self.history: List[Dict[str, float]] = []
         self.saved: List[str] = []
+        self.best: Optional[Dict[str, Any]] = None  # {"step", "val_loss", "path"} of the lowest held-out loss
+        self.held_out: Optional[HeldOutLoss] = None
         state: Optional[Dict[str, Any]] = None
         if resume is not None:
             ckpt_dir = resolve_checkpoint(resume)
@@ -283,10 +291,12 @@ class Trainer:
             self.bundle = model_setup.load(ckpt_dir)
             self.start_step = int(state["step"])
             self.history = list(state.get("history", []))
+            self.best = state.get("best")
             _log(self.info, f"resuming {ckpt_dir} at step {self.start_step}")
         if cfg.fsdp and cfg.ema_decay:
             raise ValueError("EMA is not supported with FSDP (the shadows would be shards)")
         self.dataset = dataset if dataset is not None else open_dataset(cfg.dataset)
+        self._val_source = val_dataset
         self._prepare_data_and_model(state)
         self._prepare_optimization(state)
 
@@ -379,6 +389,10 @@ class Trainer:
         if problems:
             raise DatasetError(source, problems)
         self.samples = ChunkSamples(self.dataset, self.episodes, self.builder)
+        if cfg.val_dataset or self._val_source is not None:
+            # The held-out data must have the training data's dims (from scratch nothing else fixes them).
+            held_expect = dataclasses.replace(expect, state_dim=dims["state_dim"], action_dim=dims["action_dim"])
+            self.held_out = self._held_out_loss(held_expect, stats, policy, prompt_check)
         # The network: trainable parts, checkpointing, device, precision.
         model = self.bundle.model
         model_setup.apply_freezing(model, cfg.freeze)
@@ -413,6 +427,40 @@ class Trainer:
         self.ema = model_setup.EMA(model, cfg.ema_decay) if cfg.ema_decay else None
         if self.ema is not None and state is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+
+    def _held_out_loss(self, expect: Expectations, stats: Dict[str, NormStats], policy: Dict[str, Any],
+                       prompt_check) -> HeldOutLoss:
+        """The held-out set, checked like the training data, through the inference transforms (no noise)."""
+        cfg, info = self.cfg, self.info
+        source = str(cfg.val_dataset or "held-out set")
+        dataset = self._val_source if self._val_source is not None else open_dataset(cfg.val_dataset)
+        validate_dataset(dataset, expect, source)
+        episodes = [dataset.episode(i) for i in range(dataset.num_episodes)]
+        problems = []
+        for task in sorted({ep.task for ep in episodes}):
+            try:
+                prompt_check(task)
+            except ValueError as err:
+                problems.append(f"task {task!r} does not fit the model: {err}")
+        if problems:
+            raise DatasetError(source, problems)
+        if cfg.cache_images and hasattr(dataset, "preload_images"):
+            dataset.preload_images(progress=False)
+        if cfg.model == "pi0":
+            builder = self.builder  # no training-only randomness in pi0's samples
+        else:
+            builder = FastSampleBuilder(self.bundle.config, policy, stats, self.bundle.tokenizer,
+                                        self.bundle.fast_tokenizer, state_noise=0.0)
+        samples = ChunkSamples(dataset, episodes, builder)
+        _log(info, f"pi0-train: held-out set {source}: {len(episodes)} episodes, {len(samples)} chunks")
+        return HeldOutLoss(samples, builder.collate, cfg.batch_size, info.rank, info.world)
+
+    def held_out_loss(self) -> Optional[float]:
+        """The loss of the weights a checkpoint would hold (EMA if on) on the held-out set; None without one."""
+        if self.held_out is None:
+            return None
+        with weights_swapped(self.model, self.ema.shadow if self.ema is not None else None):
+            return self.held_out(self.engine, self.info.device, autocast=self.amp)
 
     def _scratch_width(self) -> int:
         cfg = self.cfg
@@ -526,6 +574,11 @@ class Trainer:
             last_loss = float(loss_value)
             record = {"step": step + 1, "loss": last_loss, "lr": lr, "grad_norm": float(grad_norm),
                       "time": time.perf_counter() - t_start}
+            saving = (step + 1) % cfg.save_every == 0 or step + 1 == total
+            val_loss = self.held_out_loss() if saving else None
+            if val_loss is not None:
+                record["val_loss"] = val_loss
+                _log(info, f"pi0-train: step {step + 1}: held-out loss {val_loss:.4f}")
             self.history.append(record)
             if info.main:
                 with open(metrics_path, "a", encoding="utf-8") as f:
@@ -534,8 +587,8 @@ class Trainer:
                     bar.update(1)
                     if (step + 1) % cfg.log_every == 0:
                         bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
-            if (step + 1) % cfg.save_every == 0 or step + 1 == total:
-                self.save(step + 1)
+            if saving:
+                self.save(step + 1, val_loss)
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - t_start
@@ -564,6 +617,8 @@ class Trainer:
             "checkpoint": self.saved[-1] if self.saved else None, "out": os.path.abspath(cfg.out),
             "peak_gpu_mem_gib": (torch.cuda.max_memory_allocated(info.device) / 2**30
                                  if info.device.type == "cuda" else None),
+            **({} if self.best is None else {"best_val_loss": self.best["val_loss"], "best_step": self.best["step"],
+                                              "best_checkpoint": self.best["path"]}),
         }
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -577,8 +632,9 @@ class Trainer:
                 _StateOnly(model_state, self.model), replacements))
         return model_setup.ExportView(self.model.config, model_setup.export_state_dict(self.model, replacements))
 
-    def save(self, step: int) -> Optional[str]:
-        """Write checkpoints/step_XXXXXX atomically (rank 0); every rank takes part in gathering."""
+    def save(self, step: int, val_loss: Optional[float] = None) -> Optional[str]:
+        """Write checkpoints/step_XXXXXX atomically (rank 0); every rank takes part in gathering.
+        ``val_loss``: its held-out loss; the lowest so far becomes ``best``."""
         cfg, info = self.cfg, self.info
         view = self.export_model()
         if cfg.fsdp and info.world > 1:
@@ -591,10 +647,14 @@ class Trainer:
             dist.all_gather_object(gathered, self.generator.get_state())
             gens = gathered
         final = None
+        ckpt_root = os.path.join(cfg.out, "checkpoints")
+        name = f"step_{step:06d}"
+        new_best = val_loss is not None and (self.best is None or val_loss < self.best["val_loss"])
+        old_best = self.best["path"] if new_best and self.best is not None else None
+        if new_best:
+            self.best = {"step": step, "val_loss": float(val_loss), "path": os.path.join(ckpt_root, name)}
         if info.main:
-            ckpt_root = os.path.join(cfg.out, "checkpoints")
             os.makedirs(ckpt_root, exist_ok=True)
-            name = f"step_{step:06d}"
             final = os.path.join(ckpt_root, name)
             staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=ckpt_root)
             try:
@@ -610,23 +670,30 @@ class Trainer:
                 torch.save({"format": STATE_FORMAT, "version": 1, "config": cfg.to_dict(), "step": step,
                             "optimizer": optim_state, "scheduler": self.scheduler.state_dict(), "generators": gens,
                             "torch_rng": torch.get_rng_state(), "ema": self.ema.state_dict() if self.ema else None,
-                            "model": raw, "history": self.history, "world_size": info.world},
+                            "model": raw, "history": self.history, "world_size": info.world,
+                            "best": self.best},
                            os.path.join(inner, STATE_FILE))
                 with open(os.path.join(inner, PROVENANCE_FILE), "w", encoding="utf-8") as f:
                     action_space = cfg.action_space or getattr(self.dataset, "action_space", None)
                     json.dump({"step": step, "dataset": str(cfg.dataset), "action_space": action_space,
                                "fps": getattr(self.dataset, "fps", None),
                                "model": cfg.model, "init": cfg.init, "ema": bool(self.ema),
-                               "lora_rank": cfg.lora_rank, "freeze": cfg.freeze}, f, indent=2)
+                               "lora_rank": cfg.lora_rank, "freeze": cfg.freeze, "val_loss": val_loss}, f,
+                              indent=2)
                 if os.path.exists(final):
                     shutil.rmtree(final)
                 os.rename(inner, final)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            _point_last(cfg.out, final)
+            _point_link(cfg.out, final, "last")
+            if new_best:
+                _point_link(cfg.out, final, "best")
+                if old_best is not None and old_best not in self.saved and old_best != final:
+                    shutil.rmtree(old_best, ignore_errors=True)  # a former best kept past keep_last
             self.saved.append(final)
             for old in self.saved[: -cfg.keep_last] if cfg.keep_last > 0 else []:
-                shutil.rmtree(old, ignore_errors=True)
+                if self.best is None or old != self.best["path"]:
+                    shutil.rmtree(old, ignore_errors=True)
             self.saved = self.saved[-cfg.keep_last:] if cfg.keep_last > 0 else self.saved
             save_curves(self.history, cfg.out)
         _barrier(info)
@@ -647,8 +714,8 @@ class _StateOnly(nn.Module):
         return self._like.named_modules(*args, **kwargs)
 
 
-def _point_last(out: str, target: str) -> None:
-    link = os.path.join(out, "last")
+def _point_link(out: str, target: str, name: str) -> None:
+    link = os.path.join(out, name)
     tmp = f"{link}.tmp-{os.getpid()}"
     if os.path.lexists(tmp):
         os.remove(tmp)
