@@ -1,11 +1,12 @@
-"""A copy of a LeRobot dataset with every image re-encoded as JPEG of a given quality (smaller files).
+"""A copy of a LeRobot dataset with every image re-encoded as JPEG of a given quality (smaller files), or
+of its first N episodes.
 
 Why: moving a dataset to a training machine can have a size limit (this project's GPU machine takes 64 MiB
 per call); the simulator's 224 px camera JPEGs at quality 90 weigh ~5 KB each, at quality 60 about 40 %
 less. Everything but the image bytes is copied as is (metadata, statistics, vectors); image statistics in
 meta/ were computed on the original pixels and stay a close description of the re-encoded ones.
 
-    python -m pi0_ros.data.reencode SRC DST --quality 60
+    python -m pi0_ros.data.reencode SRC DST --quality 60 [--episodes N]   (--quality 0: bytes kept)
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pi0_ros.data.lerobot_dataset import IMAGE_TYPE, atomic_write_table, decode_image_bytes
+from pi0_ros.data.lerobot_dataset import (
+    DATA_PATH,
+    IMAGE_TYPE,
+    TASKS_PATH,
+    _committed_episodes,
+    atomic_write_table,
+    chunk_file,
+    decode_image_bytes,
+)
 from pi0_ros.image_conversion import encode_compressed
 
 
@@ -41,24 +50,35 @@ def reencode_table(table: pa.Table, quality: int) -> pa.Table:
     return table
 
 
-def reencode_dataset(src: Path | str, dst: Path | str, quality: int) -> Tuple[int, int]:
-    """Copy the dataset at ``src`` to ``dst`` (which must not exist) with JPEG images of ``quality``.
-    Returns the bytes of the frame files before and after."""
+def reencode_dataset(src: Path | str, dst: Path | str, quality: Optional[int],
+                     episodes: Optional[int] = None) -> Tuple[int, int]:
+    """Copy the dataset at ``src`` to ``dst`` (which must not exist) with JPEG images of ``quality`` (None:
+    the image bytes as they are) and only its first ``episodes`` episodes (None: all). Returns the bytes of
+    the frame files copied, before and after."""
     src, dst = Path(src), Path(dst)
     if not (src / "meta" / "info.json").is_file():
         raise FileNotFoundError(f"{src}: no meta/info.json (not a LeRobot dataset)")
     if dst.exists():
         raise FileExistsError(f"{dst} exists")
-    if not 1 <= int(quality) <= 100:
+    if quality is not None and not 1 <= int(quality) <= 100:
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    if episodes is not None and episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    committed = _committed_episodes(src)[:episodes]
+    # Everything but the per-episode files; then each kept episode's metadata row and frame file.
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.parquet"))
-    shutil.copytree(src / "meta", dst / "meta", dirs_exist_ok=True)  # meta's parquet files as they are
+    shutil.copy2(src / TASKS_PATH, dst / TASKS_PATH)
     before = after = 0
-    for path in sorted((src / "data").rglob("*.parquet")):
-        out = dst / path.relative_to(src)
+    for meta_path, record, _ in committed:
+        shutil.copy2(meta_path, dst / meta_path.relative_to(src))
+        frames = DATA_PATH.format(**chunk_file(record.episode_index))
+        out = dst / frames
         out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_table(out, reencode_table(pq.read_table(path), quality))
-        before += path.stat().st_size
+        if quality is None:
+            shutil.copy2(src / frames, out)
+        else:
+            atomic_write_table(out, reencode_table(pq.read_table(src / frames), quality))
+        before += (src / frames).stat().st_size
         after += out.stat().st_size
     return before, after
 
@@ -69,14 +89,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--quality", type=int, default=60)
+    p.add_argument("--quality", type=int, default=60, help="JPEG quality; 0 keeps the image bytes as they are")
+    p.add_argument("--episodes", type=int, default=None, help="copy only the first N episodes")
     args = p.parse_args(argv)
     try:
-        before, after = reencode_dataset(args.src, args.dst, args.quality)
+        before, after = reencode_dataset(args.src, args.dst, args.quality or None, args.episodes)
     except (OSError, ValueError) as err:
         print(f"reencode: {err}", file=sys.stderr)
         return 2
-    print(f"{args.dst}: frame files {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB (JPEG quality {args.quality})")
+    print(f"{args.dst}: frame files {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB (JPEG quality {args.quality or 'kept'})")
     return 0
 
 
