@@ -1,5 +1,5 @@
 """Re-encoding a dataset's images: smaller files at lower quality, the same frames (to JPEG precision),
-everything else equal; bad arguments refused."""
+everything else equal; a subset of the first episodes; bad arguments refused."""
 
 from __future__ import annotations
 
@@ -39,3 +39,16 @@ def test_reencode_refuses_what_it_cannot_do(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     assert reencode_main([str(tmp_path / "src"), str(tmp_path / "taken")]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_first_episodes_copied_with_their_bytes_kept(tmp_path):
+    write_dataset(tmp_path / "src")
+    before, after = reencode_dataset(tmp_path / "src", tmp_path / "dst", quality=None, episodes=2)
+    assert before == after > 0
+    src, dst = open_dataset(tmp_path / "src"), open_dataset(tmp_path / "dst")
+    assert src.num_episodes == 3 and dst.num_episodes == 2
+    for i in range(2):
+        np.testing.assert_array_equal(src.episode(i).actions, dst.episode(i).actions)
+        np.testing.assert_array_equal(src.images(i, 0)["head"], dst.images(i, 0)["head"])
+    with pytest.raises(ValueError):
+        reencode_dataset(tmp_path / "src", tmp_path / "none", quality=None, episodes=0)

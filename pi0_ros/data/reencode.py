@@ -97,7 +97,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (OSError, ValueError) as err:
         print(f"reencode: {err}", file=sys.stderr)
         return 2
-    print(f"{args.dst}: frame files {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB (JPEG quality {args.quality or 'kept'})")
+    quality = args.quality or "kept"
+    print(f"{args.dst}: frame files {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB (JPEG quality {quality})")
     return 0
 
 

@@ -256,6 +256,18 @@ def _to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
 
+def _check_prompts(episodes: List[EpisodeArrays], prompt_check, source: str) -> None:
+    """Every task text must fit the model's prompt; all that do not are reported at once."""
+    problems = []
+    for task in sorted({ep.task for ep in episodes}):
+        try:
+            prompt_check(task)
+        except ValueError as err:
+            problems.append(f"task {task!r} does not fit the model: {err}")
+    if problems:
+        raise DatasetError(source, problems)
+
+
 def _log(info: DistInfo, message: str) -> None:
     if info.main:
         print(message, file=sys.stderr, flush=True)
@@ -380,19 +392,12 @@ class Trainer:
                                              self.bundle.fast_tokenizer,
                                              state_noise=cfg.fast_state_noise if cfg.augment else 0.0)
             prompt_check = self.builder.prompt_fits
-        problems = []
-        for task in sorted({ep.task for ep in self.episodes}):
-            try:
-                prompt_check(task)
-            except ValueError as err:
-                problems.append(f"task {task!r} does not fit the model: {err}")
-        if problems:
-            raise DatasetError(source, problems)
+        _check_prompts(self.episodes, prompt_check, source)
         self.samples = ChunkSamples(self.dataset, self.episodes, self.builder)
         if cfg.val_dataset or self._val_source is not None:
             # The held-out data must have the training data's dims (from scratch nothing else fixes them).
             held_expect = dataclasses.replace(expect, state_dim=dims["state_dim"], action_dim=dims["action_dim"])
-            self.held_out = self._held_out_loss(held_expect, stats, policy, prompt_check)
+            self.held_out = self._open_held_out(held_expect, stats, policy, prompt_check)
         # The network: trainable parts, checkpointing, device, precision.
         model = self.bundle.model
         model_setup.apply_freezing(model, cfg.freeze)
@@ -428,7 +433,7 @@ class Trainer:
         if self.ema is not None and state is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
 
-    def _held_out_loss(self, expect: Expectations, stats: Dict[str, NormStats], policy: Dict[str, Any],
+    def _open_held_out(self, expect: Expectations, stats: Dict[str, NormStats], policy: Dict[str, Any],
                        prompt_check) -> HeldOutLoss:
         """The held-out set, checked like the training data, through the inference transforms (no noise)."""
         cfg, info = self.cfg, self.info
@@ -436,14 +441,7 @@ class Trainer:
         dataset = self._val_source if self._val_source is not None else open_dataset(cfg.val_dataset)
         validate_dataset(dataset, expect, source)
         episodes = [dataset.episode(i) for i in range(dataset.num_episodes)]
-        problems = []
-        for task in sorted({ep.task for ep in episodes}):
-            try:
-                prompt_check(task)
-            except ValueError as err:
-                problems.append(f"task {task!r} does not fit the model: {err}")
-        if problems:
-            raise DatasetError(source, problems)
+        _check_prompts(episodes, prompt_check, source)
         if cfg.cache_images and hasattr(dataset, "preload_images"):
             dataset.preload_images(progress=False)
         if cfg.model == "pi0":
