@@ -3,6 +3,8 @@ everything else equal; a subset of the first episodes; bad arguments refused."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from test_training_lerobot import write_dataset
@@ -47,6 +49,8 @@ def test_first_episodes_copied_with_their_bytes_kept(tmp_path):
     assert before == after > 0
     src, dst = open_dataset(tmp_path / "src"), open_dataset(tmp_path / "dst")
     assert src.num_episodes == 3 and dst.num_episodes == 2
+    info = json.loads((tmp_path / "dst" / "meta" / "info.json").read_text())
+    assert info["total_episodes"] == 2 and info["total_frames"] == sum(dst.episode(i).length for i in range(2))
     for i in range(2):
         np.testing.assert_array_equal(src.episode(i).actions, dst.episode(i).actions)
         np.testing.assert_array_equal(src.images(i, 0)["head"], dst.images(i, 0)["head"])

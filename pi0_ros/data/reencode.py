@@ -4,7 +4,8 @@ of its first N episodes.
 Why: moving a dataset to a training machine can have a size limit (this project's GPU machine takes 64 MiB
 per call); the simulator's 224 px camera JPEGs at quality 90 weigh ~5 KB each, at quality 60 about 40 %
 less. Everything but the image bytes is copied as is (metadata, statistics, vectors); image statistics in
-meta/ were computed on the original pixels and stay a close description of the re-encoded ones.
+meta/ were computed on the original pixels and stay a close description of the re-encoded ones. A copy of
+the first N episodes gets its own info.json and stats.json (the writer's repair recomputes them).
 
     python -m pi0_ros.data.reencode SRC DST --quality 60 [--episodes N]   (--quality 0: bytes kept)
 """
@@ -12,6 +13,7 @@ meta/ were computed on the original pixels and stay a close description of the r
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -24,11 +26,14 @@ import pyarrow.parquet as pq
 from pi0_ros.data.lerobot_dataset import (
     DATA_PATH,
     IMAGE_TYPE,
+    INFO_PATH,
     TASKS_PATH,
     _committed_episodes,
     atomic_write_table,
     chunk_file,
     decode_image_bytes,
+    repair,
+    spec_from_info,
 )
 from pi0_ros.image_conversion import encode_compressed
 
@@ -80,6 +85,8 @@ def reencode_dataset(src: Path | str, dst: Path | str, quality: Optional[int],
             atomic_write_table(out, reencode_table(pq.read_table(src / frames), quality))
         before += (src / frames).stat().st_size
         after += out.stat().st_size
+    if episodes is not None:  # info.json and stats.json for the episodes kept
+        repair(dst, spec_from_info(json.loads((dst / INFO_PATH).read_text())))
     return before, after
 
 
