@@ -61,7 +61,6 @@ def test_held_out_loss_is_that_of_the_ema_weights(tmp_path):
     trainer.run()
     raw = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     with_ema = trainer.held_out_loss()
-    assert {k: v for k, v in trainer.model.state_dict().items()}.keys() == raw.keys()
     for k, v in trainer.model.state_dict().items():  # the swap is undone
         torch.testing.assert_close(v, raw[k], rtol=0, atol=0)
     ema = trainer.ema

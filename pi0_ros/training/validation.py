@@ -36,9 +36,6 @@ class HeldOutLoss:
         self.samples, self.collate, self.batch_size = samples, collate, max(1, int(batch_size))
         self.indices = list(range(rank, len(samples), world))
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
     @torch.no_grad()
     def __call__(self, loss_fn: Callable[[Dict[str, Any], torch.Generator], torch.Tensor],
                  device: torch.device, autocast: bool = False) -> float:
