@@ -13,7 +13,7 @@ tokens + "|" + EOS, loss on the postfix).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -158,3 +158,8 @@ def fast_training_chunks(episodes: Sequence[EpisodeArrays], horizon: int, delta_
         chunk, _ = chunk_at(episodes[e].actions, t, horizon)
         out.append(action_target(chunk, episodes[e].states[t], delta_mask, stats, "quantile", width))
     return np.stack(out)
+
+
+def batch_to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    """A collated batch with every tensor-like value (tensors, input dataclasses) moved to ``device``."""
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}

@@ -60,7 +60,7 @@ from pi0_ros.training.dataset import (
     validate_dataset,
 )
 from pi0_ros.training.report import format_summary, save_curves
-from pi0_ros.training.samples import FastSampleBuilder, Pi0SampleBuilder, fast_training_chunks
+from pi0_ros.training.samples import FastSampleBuilder, Pi0SampleBuilder, batch_to_device, fast_training_chunks
 from pi0_ros.training.stats import compute_norm_stats
 from pi0_ros.training.validation import HeldOutLoss, weights_swapped
 
@@ -250,10 +250,6 @@ def _single_threaded_worker(worker_id: int) -> None:
         cv2.setNumThreads(1)
     except ImportError:
         pass
-
-
-def _to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
-    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
 
 def _check_prompts(episodes: List[EpisodeArrays], prompt_check, source: str) -> None:
@@ -548,7 +544,7 @@ class Trainer:
         t_start, last_loss, step = time.perf_counter(), float("nan"), self.start_step
         metrics_path = os.path.join(cfg.out, "metrics.jsonl")
         for step, batch in zip(range(self.start_step, total), loader, strict=True):
-            batch = _to_device(batch, info.device)
+            batch = batch_to_device(batch, info.device)
             if self.augment_geometric is not None:
                 inputs = batch["inputs"]
                 batch["inputs"] = dataclasses.replace(inputs, images=augment_images(
