@@ -30,7 +30,9 @@ def test_one_expert_episode_is_recorded_and_services_refuse_misuse(tmp_path):
                         log_dir=tmp_path / "logs") as graph:
         with expert_session(EMB, graph, startup_timeout_s=90) as driver:
             assert not driver.call("stop_episode").success  # nothing to stop yet
-            result = run_episode(driver, 0, grasp, keep_failed=True, settle_s=1.0, config=ExpertConfig())
+            # A perturbed start: the hand is first moved off the nominal path, unrecorded.
+            result = run_episode(driver, 0, grasp, keep_failed=True, settle_s=1.0, config=ExpertConfig(),
+                                 perturbed_share=1.0)
             assert result.kept, result.message
             reply = driver.call("start_episode")
             assert reply.success and not driver.call("start_episode").success  # one episode at a time
@@ -46,6 +48,8 @@ def test_one_expert_episode_is_recorded_and_services_refuse_misuse(tmp_path):
     assert ep[image_key("head")][0].shape == (224, 224, 3)
     # The expert moved one arm: its recorded state changed, and the joint deltas were non-zero on the way.
     arm = slice(0, 7) if "left hand" in ep["task"] else slice(8, 15)
+    home = EMB.groups["left_arm" if "left hand" in ep["task"] else "right_arm"].home
+    assert np.abs(ep[STATE_KEY][0, arm] - home).max() > 0.02  # the recording starts off home, after the detour
     assert np.ptp(ep[STATE_KEY][:, arm], axis=0).max() > 0.1
     assert np.abs(ep["action"][:, arm]).max() > 0.01
     assert json.loads((root / "meta" / "info.json").read_text())["pi0_ros"]["action_space"] == "joint_delta"

@@ -78,3 +78,49 @@ def test_collect_and_eval_take_the_layout_flag():
     assert args.layout == "fixed" and skill_tasks(args.layout, args.tasks) == SKILL_TASKS
     assert skill_tasks("random", None) is None
     assert build_parser().parse_args(["--layout", "fixed", "--tasks", "red:left"]).layout == "fixed"
+
+
+def test_detours_leave_the_nominal_start_but_never_head_for_the_named_cube():
+    from pi0_ros.sim.expert import DetourConfig, ExpertConfig, detour_point, ee_target_for_grasp_point, plan_move
+
+    start = np.array([0.36, 0.37, 0.17, 0.316, -0.662, 0.350, 0.582])  # the left arm's home ee pose
+    objects = {"red": {"position": [0.45, 0.15, -0.07]}, "green": {"position": [0.47, 0.0, -0.07]},
+               "blue": {"position": [0.45, -0.15, -0.07]}}
+    task, grasp, expert = TouchTask("green", "left_arm"), (0.0, 0.0, 0.1), ExpertConfig()
+    above = {name: ee_target_for_grasp_point(np.add(o["position"], expert.touch_offset_m), start[3:], grasp)
+             + [0.0, 0.0, expert.approach_height_m] for name, o in objects.items()}
+
+    def on_segment_to(point, name, fraction):
+        direction = above[name] - start[:3]
+        along = np.dot(point - start[:3], direction) / np.dot(direction, direction)
+        close = np.allclose(start[:3] + along * direction, point, atol=1e-9)
+        return close and fraction[0] <= along <= fraction[1]
+
+    toward = DetourConfig(toward_other_cube=1.0, jitter_m=0.0)
+    heads = [next(n for n in objects if on_segment_to(
+        detour_point(start, objects, task, grasp, np.random.default_rng(s), toward, expert), n, toward.fraction))
+        for s in range(40)]
+    assert set(heads) == {"red", "blue"}  # both other cubes, never the named green one
+    box = DetourConfig(toward_other_cube=0.0)
+    offsets = np.array([detour_point(start, objects, task, grasp, np.random.default_rng(s), box, expert) - start[:3]
+                        for s in range(200)])
+    assert np.all(offsets >= box.offset_low_m) and np.all(offsets <= box.offset_high_m)
+    assert np.all(np.ptp(offsets, axis=0) > 0.5 * np.subtract(box.offset_high_m, box.offset_low_m))
+    # The default mixes both, and a seed always gives the same point.
+    points = [detour_point(start, objects, task, grasp, np.random.default_rng(s)) for s in range(200)]
+    in_box = sum(bool(np.all(p - start[:3] >= box.offset_low_m) and np.all(p - start[:3] <= box.offset_high_m))
+                 for p in points)
+    assert 60 < in_box < 160
+    np.testing.assert_array_equal(points[7], detour_point(start, objects, task, grasp, np.random.default_rng(7)))
+    move = plan_move(start, points[0], expert)
+    np.testing.assert_allclose(move.pose(0.0), start)
+    np.testing.assert_allclose(move.pose(move.duration), np.concatenate([points[0], start[3:]]))
+    assert move.duration >= np.linalg.norm(points[0] - start[:3]) / expert.move_speed_m_s - 1e-9
+
+
+def test_collect_refuses_a_perturbed_share_outside_zero_to_one():
+    from pi0_ros.tools.collect import parse_args
+
+    assert parse_args(["--root", "/tmp/x", "--perturbed-starts", "0.5"]).perturbed_starts == 0.5
+    with pytest.raises(SystemExit):
+        parse_args(["--root", "/tmp/x", "--perturbed-starts", "1.5"])

@@ -18,7 +18,7 @@ from typing import Dict, Iterator, Optional
 
 import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Int32, String
@@ -139,7 +139,7 @@ def driver_session(embodiment: Embodiment) -> Iterator[ExpertDriver]:
     """rclpy up, an :class:`ExpertDriver` spinning in a background thread; everything down on exit."""
     rclpy.init()
     driver = ExpertDriver(embodiment)
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()  # a multi-threaded one would keep a core busy (see recorder.main)
     executor.add_node(driver)
     threading.Thread(target=executor.spin, name="expert_driver_spin", daemon=True).start()
     try:

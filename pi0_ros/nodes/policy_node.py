@@ -32,7 +32,7 @@ from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -471,7 +471,10 @@ def main(args: Optional[List[str]] = None) -> None:
     _init_ros(args)
     signal.signal(signal.SIGTERM, _interrupt)
     node = None
-    executor = MultiThreadedExecutor(num_threads=2)
+    # Single-threaded on purpose: rclpy's MultiThreadedExecutor (Jazzy) keeps a core busy polling its
+    # futures (bench/graph_cpu.py: this node took 31-97 % of a core with it, 15-16 % without). The control
+    # loop has its own thread and the inference its worker; the callbacks only store inputs or answer.
+    executor = SingleThreadedExecutor()
     exit_code = 0
     try:
         node = PolicyNode()

@@ -27,7 +27,6 @@ from typing import Any, Dict, List, Optional
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -257,7 +256,10 @@ class RecorderNode(Node):
 
 def main(args: Optional[List[str]] = None) -> None:
     """Entry point: ``ros2 run pi0_ros recorder``."""
-    spin_node(RecorderNode, args, executor_factory=lambda: MultiThreadedExecutor(num_threads=3))
+    # Single-threaded on purpose: rclpy's MultiThreadedExecutor (Jazzy) keeps a core busy polling its
+    # futures (bench/graph_cpu.py: the recorder took 80-87 % of a core with it, 14-16 % without), and on a
+    # 2-core robot computer that starved the other nodes. Every callback here only stores or answers quickly.
+    spin_node(RecorderNode, args)
 
 
 if __name__ == "__main__":

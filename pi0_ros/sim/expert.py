@@ -156,6 +156,54 @@ def plan_touch(start_pose: np.ndarray, object_position: Sequence[float], grasp_o
     return PosePath(waypoints, phases)
 
 
+@dataclass(frozen=True)
+class DetourConfig:
+    """Where a perturbed start takes the named hand before the recording begins.
+
+    Demonstrations that all start at home and follow the nominal path teach nothing about the states a policy
+    reaches by its own small errors: a hand a little off toward the nearer cube looks like the start of that
+    cube's demonstration, and the policy carries on there. Starting some demonstrations from such states
+    (partway toward a cube the instruction does not name, or anywhere near the start) shows the way back, and
+    makes the instruction, not the arm's position, decide where the hand goes.
+    """
+
+    toward_other_cube: float = 0.5  # share of detours that head partway to a cube the instruction does not name
+    fraction: Tuple[float, float] = (0.25, 0.7)  # how far along start -> above that cube
+    # Otherwise a uniform offset from the start between these corners (x forward, y left, z up; the arms'
+    # home poses sit at the edge of their reach toward the body, so little backward room).
+    offset_low_m: Tuple[float, float, float] = (-0.02, -0.10, -0.05)
+    offset_high_m: Tuple[float, float, float] = (0.10, 0.10, 0.05)
+    jitter_m: float = 0.02  # added to a detour toward a cube (std per axis)
+
+
+def detour_point(start_pose: np.ndarray, objects: Mapping[str, Mapping], task: TouchTask,
+                 grasp_offset: Sequence[float], rng: np.random.Generator,
+                 config: Optional[DetourConfig] = None, expert: Optional[ExpertConfig] = None) -> np.ndarray:
+    """An ee position off the nominal path (see :class:`DetourConfig`); ``objects`` as in the task state."""
+    config, expert = config or DetourConfig(), expert or ExpertConfig()
+    start = np.asarray(start_pose, dtype=np.float64)
+    others = sorted(name for name in objects if name != task.object)
+    if others and rng.random() < config.toward_other_cube:
+        other = others[int(rng.integers(len(others)))]
+        touch = ee_target_for_grasp_point(np.asarray(objects[other]["position"]) + np.asarray(expert.touch_offset_m),
+                                          start[3:], grasp_offset)
+        above = touch + np.array([0.0, 0.0, expert.approach_height_m])
+        fraction = rng.uniform(*config.fraction)
+        return start[:3] + fraction * (above - start[:3]) + rng.normal(0.0, config.jitter_m, 3)
+    return start[:3] + rng.uniform(config.offset_low_m, config.offset_high_m)
+
+
+def plan_move(start_pose: np.ndarray, position: Sequence[float], config: Optional[ExpertConfig] = None) -> PosePath:
+    """A straight move of the ee from ``start_pose`` to ``position`` at the expert's free-space speed, keeping
+    the start orientation."""
+    config = config or ExpertConfig()
+    start_pose = np.asarray(start_pose, dtype=np.float64)
+    end = np.asarray(position, dtype=np.float64)
+    duration = max(config.min_segment_s, float(np.linalg.norm(end - start_pose[:3])) / config.move_speed_m_s)
+    return PosePath([Waypoint(0.0, start_pose), Waypoint(duration, np.concatenate([end, start_pose[3:]]))],
+                    {"detour": 0.0})
+
+
 def touched(task_state: Mapping, task: TouchTask) -> bool:
     """True when the simulator reports the task's object within touch distance of the task's arm."""
     return task.object in task_state.get("touched", {}).get(task.arm, [])

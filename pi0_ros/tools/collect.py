@@ -35,7 +35,17 @@ from pi0_ros.embodiment import Embodiment, load_embodiment
 from pi0_ros.launch_graph import GraphOptions, recorder_spec, sim_graph
 from pi0_ros.paths import config_path
 from pi0_ros.sim.config import LAYOUTS, load_sim_config, write_layout_variant
-from pi0_ros.sim.expert import SKILL_TASKS, ExpertConfig, TouchTask, choose_task, parse_tasks, plan_touch
+from pi0_ros.sim.expert import (
+    SKILL_TASKS,
+    DetourConfig,
+    ExpertConfig,
+    TouchTask,
+    choose_task,
+    detour_point,
+    parse_tasks,
+    plan_move,
+    plan_touch,
+)
 from pi0_ros.testing.graph_process import LOOPBACK_ENV, GraphProcesses
 
 
@@ -63,14 +73,25 @@ def wait_until(predicate, timeout: float, what: str, graph: Optional[GraphProces
 
 def run_episode(driver, seed: int, grasp_offset: Sequence[float], keep_failed: bool,
                 settle_s: float, config: ExpertConfig,
-                tasks: Optional[Sequence[TouchTask]] = None) -> EpisodeResult:
-    """One demonstration: reset, choose, record while the expert moves, keep or discard."""
+                tasks: Optional[Sequence[TouchTask]] = None, perturbed_share: float = 0.0,
+                detour: Optional[DetourConfig] = None) -> EpisodeResult:
+    """One demonstration: reset, choose, record while the expert moves, keep or discard. With
+    ``perturbed_share`` > 0 that share of the episodes (drawn per seed) first moves the named hand off the
+    nominal path, unrecorded, and records the expert's way from there (:class:`DetourConfig`)."""
     driver.follow(None, None, None)
     state = driver.reset(seed)
     task = choose_task(state, np.random.default_rng(seed), tasks=tasks)
     driver.publish_instruction(task.instruction)
     time.sleep(settle_s)  # the arms come to rest at their start poses; the instruction reaches the recorder
-    path = plan_touch(driver.home_pose[task.arm], state["objects"][task.object]["position"], grasp_offset, config)
+    start = driver.home_pose[task.arm]
+    detour_rng = np.random.default_rng([seed, 1])  # its own stream: the task drawn per seed stays the same
+    if detour_rng.random() < perturbed_share:
+        move = plan_move(start, detour_point(start, state["objects"], task, grasp_offset, detour_rng, detour, config),
+                         config)
+        driver.follow(task.arm, move, None)
+        time.sleep(move.duration + settle_s)  # arrive and come to rest before the recording starts
+        start = move.pose(move.duration)
+    path = plan_touch(start, state["objects"][task.object]["position"], grasp_offset, config)
     reply = driver.call("start_episode")
     if not reply.success:
         raise RuntimeError(f"recorder refused to start: {reply.message}")
@@ -114,12 +135,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--tasks", default=None,
                         help="tasks drawn per episode, e.g. red:left,blue:right (default: with --layout fixed "
                              "the skill's four tasks, else the cube's side decides the hand)")
+    parser.add_argument("--perturbed-starts", type=float, default=0.0, metavar="SHARE",
+                        help="share of episodes (0-1, drawn per seed) whose named hand is first moved off the "
+                             "nominal path, unrecorded, so the demonstration shows the way back (default 0)")
     parser.add_argument("--keep-failed", action="store_true", help="keep episodes without a touch too")
     parser.add_argument("--settle-s", type=float, default=1.0, help="pause after each reset")
     parser.add_argument("--startup-timeout-s", type=float, default=90.0)
     parser.add_argument("--log-dir", default=None, help="node logs (default: a temporary folder)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.perturbed_starts <= 1.0:
+        parser.error(f"--perturbed-starts {args.perturbed_starts}: a share between 0 and 1")
+    return args
 
 
 def collect(args: argparse.Namespace) -> List[EpisodeResult]:
@@ -142,7 +169,7 @@ def collect(args: argparse.Namespace) -> List[EpisodeResult]:
             for i in bar:
                 graph.check_alive()
                 result = run_episode(driver, args.seed + i, grasp_offset, args.keep_failed, args.settle_s,
-                                     ExpertConfig(), tasks)
+                                     ExpertConfig(), tasks, args.perturbed_starts)
                 results.append(result)
                 bar.set_postfix(kept=sum(r.kept for r in results), success=sum(r.success for r in results))
     return results
