@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 def run_robot(seconds: float) -> None:
     """The stand-in robot process: follows arm/gripper commands, publishes feedback and cameras."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage, JointState
@@ -70,8 +70,11 @@ def run_robot(seconds: float) -> None:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.05)
+    try:
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+    except ExternalShutdownException:  # stopped by a signal before the deadline: the benchmark is over
+        pass
     rclpy.try_shutdown()
 
 
@@ -95,7 +98,7 @@ def percentiles(values, scale=1e3):
 def measure(loop: str, backend: str, checkpoint: str, seconds: float, execute_steps: int) -> dict:
     """Run the node for ``seconds`` in policy mode and collect its timing."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from pi0_ros.nodes.policy_node import PolicyNode
@@ -106,7 +109,7 @@ def measure(loop: str, backend: str, checkpoint: str, seconds: float, execute_st
               "control_loop": loop, "execute_steps": execute_steps, "policy_timeout_s": 10.0,
               "instruction": "pick up the red cube"}
     node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()  # as policy_node.main spins it
     executor.add_node(node)
     def spin():
         try:

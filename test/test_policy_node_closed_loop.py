@@ -15,7 +15,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from geometry_msgs.msg import PoseStamped  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
@@ -105,7 +105,7 @@ class StandInRobot(Node):
 def ros():
     rclpy.init()
     robot = StandInRobot()
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()  # as policy_node.main spins the node
     executor.add_node(robot)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
