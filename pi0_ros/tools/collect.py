@@ -15,6 +15,10 @@ the same scene on every seed, up to a small jitter) and draws each episode's tas
 ``pi0_ros.sim.expert.SKILL_TASKS``: "touch the red cube with the left hand" / "touch the blue cube with the
 right hand"): a skill where the instruction alone decides the motion (BENCHMARKS.md, "A new skill from
 demonstrations (simulation)").
+
+``--perturbed-starts SHARE`` starts that share of the episodes off the nominal path: the named hand first moves,
+unrecorded, partway toward another cube or to a random offset from home (``pi0_ros.sim.expert.DetourConfig``),
+and the recording shows the expert's way to the named cube from there.
 """
 
 from __future__ import annotations
