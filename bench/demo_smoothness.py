@@ -22,8 +22,12 @@ import numpy as np
 
 from pi0_ros.data.features import STATE_KEY
 from pi0_ros.data.lerobot_dataset import DatasetReader
+from pi0_ros.embodiment import Layout, load_embodiment
 
-LEFT, RIGHT = slice(0, 7), slice(8, 15)  # the arms in the R1 Pro state and joint_position action layouts
+
+def group_slice(layout: Layout, group: str) -> slice:
+    """Where ``group`` sits in a state or action vector."""
+    return next(segment.slice for segment in layout.segments if segment.group == group)
 
 
 def smoothness(root: str, episodes: Optional[int] = None) -> dict:
@@ -32,13 +36,16 @@ def smoothness(root: str, episodes: Optional[int] = None) -> dict:
     space = reader.info.get("pi0_ros", {}).get("action_space")
     if space != "joint_position":
         raise SystemExit(f"{root}: action space {space!r}; this check reads joint_position datasets")
+    embodiment = load_embodiment()
+    action_layout = embodiment.action_layout(space)
     holds = frames = outliers = 0
     variation = []
     count = len(reader.episodes) if episodes is None else min(episodes, len(reader.episodes))
     for index in range(count):
         episode = reader.episode(index)
-        arm = LEFT if "left hand" in episode["task"] else RIGHT
-        state, action = np.asarray(episode[STATE_KEY])[:, arm], np.asarray(episode["action"])[:, arm]
+        arm = "left_arm" if "left hand" in episode["task"] else "right_arm"
+        state = np.asarray(episode[STATE_KEY])[:, group_slice(embodiment.state_layout, arm)]
+        action = np.asarray(episode["action"])[:, group_slice(action_layout, arm)]
         moving = slice(2, int(0.6 * len(state)))
         step = np.linalg.norm(np.diff(state, axis=0), axis=1)[moving]
         lead = np.abs(action - state).max(axis=1)[moving]

@@ -41,7 +41,6 @@ from pi0_ros.paths import config_path
 from pi0_ros.sim.config import LAYOUTS, load_sim_config, write_layout_variant
 from pi0_ros.sim.expert import (
     SKILL_TASKS,
-    DetourConfig,
     ExpertConfig,
     TouchTask,
     choose_task,
@@ -77,8 +76,7 @@ def wait_until(predicate, timeout: float, what: str, graph: Optional[GraphProces
 
 def run_episode(driver, seed: int, grasp_offset: Sequence[float], keep_failed: bool,
                 settle_s: float, config: ExpertConfig,
-                tasks: Optional[Sequence[TouchTask]] = None, perturbed_share: float = 0.0,
-                detour: Optional[DetourConfig] = None) -> EpisodeResult:
+                tasks: Optional[Sequence[TouchTask]] = None, perturbed_share: float = 0.0) -> EpisodeResult:
     """One demonstration: reset, choose, record while the expert moves, keep or discard. With
     ``perturbed_share`` > 0 that share of the episodes (drawn per seed) first moves the named hand off the
     nominal path, unrecorded, and records the expert's way from there (:class:`DetourConfig`)."""
@@ -90,7 +88,7 @@ def run_episode(driver, seed: int, grasp_offset: Sequence[float], keep_failed: b
     start = driver.home_pose[task.arm]
     detour_rng = np.random.default_rng([seed, 1])  # its own stream: the task drawn per seed stays the same
     if detour_rng.random() < perturbed_share:
-        move = plan_move(start, detour_point(start, state["objects"], task, grasp_offset, detour_rng, detour, config),
+        move = plan_move(start, detour_point(start, state["objects"], task, grasp_offset, detour_rng, expert=config),
                          config)
         driver.follow(task.arm, move, None)
         time.sleep(move.duration + settle_s)  # arrive and come to rest before the recording starts
