@@ -124,3 +124,14 @@ def test_collect_refuses_a_perturbed_share_outside_zero_to_one():
     assert parse_args(["--root", "/tmp/x", "--perturbed-starts", "0.5"]).perturbed_starts == 0.5
     with pytest.raises(SystemExit):
         parse_args(["--root", "/tmp/x", "--perturbed-starts", "1.5"])
+
+
+def test_collect_stops_before_the_graph_when_the_ik_library_is_missing(tmp_path, monkeypatch, capsys):
+    # Without IK the policy node ignores the expert's pose goals and every episode would be discarded.
+    from pi0_ros.tools import collect
+
+    monkeypatch.setenv("RELAXED_IK_LIB", str(tmp_path / "absent.so"))
+    monkeypatch.setattr(collect, "GraphProcesses", lambda *a, **k: pytest.fail("the graph was started"))
+    assert collect.main(["--root", str(tmp_path / "data"), "--episodes", "1"]) == 2
+    assert "absent.so" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

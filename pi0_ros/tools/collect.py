@@ -50,6 +50,7 @@ from pi0_ros.sim.expert import (
     plan_touch,
 )
 from pi0_ros.testing.graph_process import LOOPBACK_ENV, GraphProcesses
+from relaxed_ik_bindings.library import RelaxedIKLibraryError, load_library
 
 
 @dataclasses.dataclass
@@ -155,6 +156,7 @@ def collect(args: argparse.Namespace) -> List[EpisodeResult]:
     """Run the graph and the episodes; returns one result per attempted episode."""
     from tqdm import tqdm
 
+    require_ik_library()
     embodiment = load_embodiment()
     grasp_offset = load_sim_config(config_path("sim.yaml")).task.grasp_point
     tasks = skill_tasks(args.layout, args.tasks)
@@ -175,6 +177,12 @@ def collect(args: argparse.Namespace) -> List[EpisodeResult]:
                 results.append(result)
                 bar.set_postfix(kept=sum(r.kept for r in results), success=sum(r.success for r in results))
     return results
+
+
+def require_ik_library() -> None:
+    """Raise RelaxedIKLibraryError (with the fix) unless the IK library loads: the expert streams pose goals
+    that only the policy node's IK turns into arm commands, so without it every episode would be discarded."""
+    load_library()  # the path the policy node resolves too: $RELAXED_IK_LIB, else the bundled build
 
 
 def skill_tasks(layout: str, tasks: Optional[str]) -> Optional[tuple]:
@@ -204,7 +212,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     started = time.monotonic()
-    results = collect(args)
+    try:
+        results = collect(args)
+    except RelaxedIKLibraryError as error:
+        print(f"pi0-collect: {error}", file=sys.stderr)
+        return 2
     minutes = (time.monotonic() - started) / 60.0
     kept = sum(r.kept for r in results)
     for r in results:
