@@ -31,7 +31,12 @@ wait
 for name in "${names[@]}"; do
     mkdir -p "/tmp/run_$name" && cp "/tmp/$name.log" "/tmp/run_$name/train.log"
     files=()
-    for f in last best loss.png metrics.jsonl summary.json train.log; do [ -e "/tmp/run_$name/$f" ] && files+=("$f"); done
+    run=/tmp/run_$name
+    for f in last best loss.png metrics.jsonl summary.json train.log; do
+        # best == last (held-out loss still falling): its weights once, so that three runs fit what comes back
+        [ "$f" = last ] && [ -e "$run/best" ] && [ "$(readlink -f "$run/best")" = "$(readlink -f "$run/last")" ] && continue
+        [ -e "$run/$f" ] && files+=("$f")
+    done
     tar -C "/tmp/run_$name" -chf - --exclude training_state.pt "${files[@]}" | split -b 15M - "$out/$name.tar."
     tail -n 3 "/tmp/$name.log"
 done
