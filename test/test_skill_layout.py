@@ -126,6 +126,17 @@ def test_collect_refuses_a_perturbed_share_outside_zero_to_one():
         parse_args(["--root", "/tmp/x", "--perturbed-starts", "1.5"])
 
 
+def test_collect_detour_fraction_defaults_to_the_detour_config_and_refuses_a_reversed_range():
+    from pi0_ros.sim.expert import DetourConfig
+    from pi0_ros.tools.collect import parse_args
+
+    assert tuple(parse_args(["--root", "/tmp/x"]).detour_fraction) == DetourConfig.fraction
+    assert parse_args(["--root", "/tmp/x", "--detour-fraction", "0.1", "0.4"]).detour_fraction == [0.1, 0.4]
+    for bad in (["0.4", "0.1"], ["-0.1", "0.4"], ["0.1", "1.5"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--root", "/tmp/x", "--detour-fraction", *bad])
+
+
 def test_collect_stops_before_the_graph_when_the_ik_library_is_missing(tmp_path, monkeypatch, capsys):
     # Without IK the policy node ignores the expert's pose goals and every episode would be discarded.
     from pi0_ros.tools import collect

@@ -41,6 +41,7 @@ from pi0_ros.paths import config_path
 from pi0_ros.sim.config import LAYOUTS, load_sim_config, write_layout_variant
 from pi0_ros.sim.expert import (
     SKILL_TASKS,
+    DetourConfig,
     ExpertConfig,
     TouchTask,
     choose_task,
@@ -77,10 +78,11 @@ def wait_until(predicate, timeout: float, what: str, graph: Optional[GraphProces
 
 def run_episode(driver, seed: int, grasp_offset: Sequence[float], keep_failed: bool,
                 settle_s: float, config: ExpertConfig,
-                tasks: Optional[Sequence[TouchTask]] = None, perturbed_share: float = 0.0) -> EpisodeResult:
+                tasks: Optional[Sequence[TouchTask]] = None, perturbed_share: float = 0.0,
+                detour: Optional[DetourConfig] = None) -> EpisodeResult:
     """One demonstration: reset, choose, record while the expert moves, keep or discard. With
     ``perturbed_share`` > 0 that share of the episodes (drawn per seed) first moves the named hand off the
-    nominal path, unrecorded, and records the expert's way from there (:class:`DetourConfig`)."""
+    nominal path, unrecorded, and records the expert's way from there (``detour``, default :class:`DetourConfig`)."""
     driver.follow(None, None, None)
     state = driver.reset(seed)
     task = choose_task(state, np.random.default_rng(seed), tasks=tasks)
@@ -89,7 +91,7 @@ def run_episode(driver, seed: int, grasp_offset: Sequence[float], keep_failed: b
     start = driver.home_pose[task.arm]
     detour_rng = np.random.default_rng([seed, 1])  # its own stream: the task drawn per seed stays the same
     if detour_rng.random() < perturbed_share:
-        move = plan_move(start, detour_point(start, state["objects"], task, grasp_offset, detour_rng, expert=config),
+        move = plan_move(start, detour_point(start, state["objects"], task, grasp_offset, detour_rng, detour, config),
                          config)
         driver.follow(task.arm, move, None)
         time.sleep(move.duration + settle_s)  # arrive and come to rest before the recording starts
@@ -141,6 +143,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--perturbed-starts", type=float, default=0.0, metavar="SHARE",
                         help="share of episodes (0-1, drawn per seed) whose named hand is first moved off the "
                              "nominal path, unrecorded, so the demonstration shows the way back (default 0)")
+    parser.add_argument("--detour-fraction", type=float, nargs=2, default=DetourConfig.fraction, metavar=("LO", "HI"),
+                        help="a perturbed start toward another cube goes this far (drawn uniformly) along the way "
+                             "from the start to above that cube (default: %(default)s)")
     parser.add_argument("--keep-failed", action="store_true", help="keep episodes without a touch too")
     parser.add_argument("--settle-s", type=float, default=1.0, help="pause after each reset")
     parser.add_argument("--startup-timeout-s", type=float, default=90.0)
@@ -149,6 +154,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0.0 <= args.perturbed_starts <= 1.0:
         parser.error(f"--perturbed-starts {args.perturbed_starts}: a share between 0 and 1")
+    low, high = args.detour_fraction
+    if not 0.0 <= low <= high <= 1.0:
+        parser.error(f"--detour-fraction {low} {high}: need 0 <= LO <= HI <= 1")
     return args
 
 
@@ -173,7 +181,8 @@ def collect(args: argparse.Namespace) -> List[EpisodeResult]:
             for i in bar:
                 graph.check_alive()
                 result = run_episode(driver, args.seed + i, grasp_offset, args.keep_failed, args.settle_s,
-                                     ExpertConfig(), tasks, args.perturbed_starts)
+                                     ExpertConfig(), tasks, args.perturbed_starts,
+                                     DetourConfig(fraction=tuple(args.detour_fraction)))
                 results.append(result)
                 bar.set_postfix(kept=sum(r.kept for r in results), success=sum(r.success for r in results))
     return results
