@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "discretization into the prompt (default: %(default)s, ~4 of 256 bins)")
     o.add_argument("--mask-padded-actions", action="store_true", help="leave padded chunk steps out of the loss")
     o.add_argument("--fast-scale", type=float, default=10.0)
-    o.add_argument("--fast-vocab-size", type=int, default=None)
+    o.add_argument("--fast-vocab-size", type=int, default=None,
+                   help="BPE vocabulary of the FAST tokenizer fitted on the dataset (default: the config's; at "
+                        "least the number of distinct quantized coefficients)")
     r = p.add_argument_group("run")
     r.add_argument("--save-every", type=int, default=500)
     r.add_argument("--keep-last", type=int, default=3)
