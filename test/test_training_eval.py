@@ -97,6 +97,21 @@ def test_episode_loop_and_summary():
     assert "2/5 successes (40 %)" in format_text(summary, "ckpt")
 
 
+def test_episode_loop_stops_when_the_check_raises_before_an_episode():
+    # pi0-eval passes the graph's liveness check: once the simulator is dead, no further seed is run.
+    driver, checked = FakeDriver(), []
+
+    def check():
+        checked.append(len(driver.calls))
+        if len(checked) == 3:
+            raise RuntimeError("node sim_robot exited with -11")
+
+    with pytest.raises(RuntimeError, match="sim_robot exited"):
+        run_episodes(driver, [0, 2, 5, 9], fixed_plan("touch the cube", success_check("touched")), timeout=0.01,
+                     log=lambda m: None, check=check)
+    assert driver.calls.count("reset") == 2 and len(checked) == 3
+
+
 class HoldDriver(FakeDriver):
     """Touches on the third state; during the hold, seed 0 stays on the cube and seed 1 sweeps on past it."""
 

@@ -234,10 +234,15 @@ def other_touches(states: Sequence[Dict[str, Any]], arm: str, obj: str) -> List[
 
 def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
                  log: Callable[[str], None] = print, hold_s: float = 0.0,
-                 hold_distance: Optional[float] = None) -> List[Dict[str, Any]]:
-    """:func:`run_episode` for every seed, each logged in one line."""
+                 hold_distance: Optional[float] = None,
+                 check: Optional[Callable[[], None]] = None) -> List[Dict[str, Any]]:
+    """:func:`run_episode` for every seed, each logged in one line. ``check`` runs before each episode and may
+    raise to stop (the graph's liveness check: a dead simulator would otherwise turn every later seed into a
+    failure after a reset timeout)."""
     results = []
     for seed in seeds:
+        if check is not None:
+            check()
         result, _ = run_episode(driver, seed, plan, timeout, hold_s=hold_s, hold_distance=hold_distance)
         results.append(result)
         elapsed = result["time_to_success_s"]
@@ -359,7 +364,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise RuntimeError(f"no /sim_robot/task_state within {args.startup_timeout} s (logs: {log_dir})") from None
         touch_distance = load_sim_config(config_path("sim.yaml")).task.touch_distance
         episodes = run_episodes(driver, seeds, plan, args.episode_timeout, hold_s=args.hold,
-                                hold_distance=touch_distance)
+                                hold_distance=touch_distance, check=graph.check_alive)
         graph.check_alive()
     summary = summarize(episodes)
     label = args.label or args.checkpoint or args.backend
