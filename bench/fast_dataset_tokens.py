@@ -86,9 +86,11 @@ def main() -> None:
                 errors.append(max(np.linalg.norm(hands(recorded[k]) - hands(decoded[k]), axis=1).max() for k in steps))
             mm = 1000.0 * np.asarray(errors)
             rare = sum(1 for n in counts.values() if n < 5)
-            print(f"scale {scale:g} vocabulary {vocab}: tokens per chunk {np.mean(lengths):.1f} mean / {max(lengths)} max;"
-                  f" entries used {len(counts)}, used < 5 times {rare}; hand error mm median {np.median(mm):.2f},"
-                  f" p95 {np.percentile(mm, 95):.2f}, max {mm.max():.2f} ({len(mm)} chunks)")
+            print(f"scale {scale:g} vocabulary {vocab}: "
+                  f"tokens per chunk {np.mean(lengths):.1f} mean / {max(lengths)} max; "
+                  f"entries used {len(counts)}, used < 5 times {rare}; "
+                  f"hand error mm median {np.median(mm):.2f}, p95 {np.percentile(mm, 95):.2f}, "
+                  f"max {mm.max():.2f} ({len(mm)} chunks)")
 
 
 if __name__ == "__main__":
