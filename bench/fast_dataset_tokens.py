@@ -1,7 +1,8 @@
 """The FAST tokenizer on a recorded dataset: what its quantization costs at the hand, and how often each token occurs.
 
-Builds the training chunks exactly as pi0-train does for pi0-FAST (joint deltas to the chunk-start state, quantile
-normalization with statistics of these episodes), fits a tokenizer per (scale, vocabulary) and reports:
+Builds the training chunks with pi0-train's own target transform for pi0-FAST (``action_target``: joint deltas to
+the chunk-start state, quantile normalization with statistics of these episodes), fits a tokenizer per (scale,
+vocabulary) and reports:
 - tokens per chunk (mean / max), vocabulary entries used, entries used fewer than 5 times;
 - the round trip's error at the hand: every ``--stride``-th chunk is encoded, decoded and taken back to joint
   positions, and both arms' end-effector positions (forward kinematics of the embodiment's URDF) are compared with
@@ -28,9 +29,10 @@ from pi0_ros.control.kinematics import arm_fk  # noqa: E402
 from pi0_ros.embodiment import load_embodiment  # noqa: E402
 from pi0_ros.model import action_transforms  # noqa: E402
 from pi0_ros.model.fast_tokenizer import FastTokenizer  # noqa: E402
-from pi0_ros.model.normalization import normalize, unnormalize  # noqa: E402
+from pi0_ros.model.normalization import unnormalize  # noqa: E402
 from pi0_ros.training.chunks import chunk_at  # noqa: E402
 from pi0_ros.training.dataset import open_dataset  # noqa: E402
+from pi0_ros.training.samples import action_target  # noqa: E402
 from pi0_ros.training.stats import compute_norm_stats  # noqa: E402
 
 
@@ -59,7 +61,7 @@ def main() -> None:
     for ep in episodes:
         for t in range(ep.length):
             chunk, _ = chunk_at(ep.actions, t, args.horizon)
-            chunks.append(normalize(action_transforms.to_delta(chunk, ep.states[t], mask), stats, "quantile"))
+            chunks.append(action_target(chunk, ep.states[t], mask, stats, "quantile", chunk.shape[1]))
             states.append(ep.states[t])
     chunks_arr, states_arr = np.stack(chunks), np.stack(states)
     print(f"{len(episodes)} episodes, {len(chunks_arr)} chunks of {args.horizon} x {chunks_arr.shape[2]}")

@@ -39,9 +39,9 @@ for spec in "$@"; do
 done
 wait
 for name in "${names[@]}"; do
-    mkdir -p "/tmp/run_$name" && cp "/tmp/$name.log" "/tmp/run_$name/train.log"
-    files=()
     run=/tmp/run_$name
+    mkdir -p "$run" && cp "/tmp/$name.log" "$run/train.log"
+    files=()
     for f in last best loss.png metrics.jsonl summary.json train.log; do
         # With a held-out set only `best` (the checkpoint that is evaluated): what comes back holds 64 MiB
         [ "$f" = last ] && [ -e "$run/best" ] && continue
