@@ -118,12 +118,66 @@ def test_detours_leave_the_nominal_start_but_never_head_for_the_named_cube():
     assert move.duration >= np.linalg.norm(points[0] - start[:3]) / expert.move_speed_m_s - 1e-9
 
 
+LEFT_HOME = np.array([0.36, 0.37, 0.17, 0.316, -0.662, 0.350, 0.582])  # the left arm's home ee pose
+GRASP = (0.0, 0.0, 0.1)
+
+
+def test_near_cube_detours_end_over_the_named_cube_and_arrive_from_above():
+    from pi0_ros.sim.expert import DetourConfig, ExpertConfig, detour_point, over_object, plan_move, touch_target
+
+    objects = {"red": {"position": [0.45, 0.15, -0.07]}, "green": {"position": [0.47, 0.0, -0.07]}}
+    task, expert = TouchTask("green", "left_arm"), ExpertConfig()
+    touch = touch_target(objects["green"]["position"], LEFT_HOME[3:], GRASP, expert)
+    near = DetourConfig(near_named_cube=1.0)
+    points = np.array([detour_point(LEFT_HOME, objects, task, GRASP, np.random.default_rng(s), near, expert)
+                       for s in range(200)])
+    offsets = points - touch
+    horizontal = np.linalg.norm(offsets[:, :2], axis=1)
+    assert horizontal.max() <= near.near_radius_m + 1e-12 and horizontal.max() > 0.8 * near.near_radius_m
+    assert offsets[:, 2].min() >= near.near_height_m[0] and offsets[:, 2].max() <= near.near_height_m[1]
+    assert all(over_object(p, touch, expert) for p in points)
+    # The default has none: its detours stay away from the named cube.
+    assert not any(over_object(detour_point(LEFT_HOME, objects, task, GRASP, np.random.default_rng(s)), touch, expert)
+                   for s in range(200))
+    # The unrecorded move comes down onto such a point from the approach height, not through the cube's side.
+    via = touch[2] + expert.approach_height_m
+    move = plan_move(LEFT_HOME, points[0], expert, via_height=via)
+    np.testing.assert_allclose(move.pose(move.times[1])[:3], [points[0][0], points[0][1], via])
+    np.testing.assert_allclose(move.pose(move.duration)[:3], points[0])
+    assert len(plan_move(LEFT_HOME, points[0], expert).waypoints) == 2
+
+
+def test_a_start_over_the_cube_is_finished_from_there_without_climbing():
+    from pi0_ros.sim.expert import ACROSS_TOLERANCE_M, ExpertConfig, plan_touch, touch_target
+
+    expert, cube = ExpertConfig(), [0.47, 0.0, -0.07]
+    touch = touch_target(cube, LEFT_HOME[3:], GRASP, expert)
+    nominal = plan_touch(LEFT_HOME, cube, GRASP, expert)  # from home: via the approach height, as always
+    np.testing.assert_allclose(nominal.positions[1], touch + [0.0, 0.0, expert.approach_height_m])
+    for offset in ([0.02, -0.01, 0.04], [0.0, 0.002, 0.03]):
+        start = np.concatenate([touch + offset, LEFT_HOME[3:]])
+        path = plan_touch(start, cube, GRASP, expert)
+        reach = path.phases["touch"]
+        heights = [path.pose(t)[2] for t in np.linspace(0.0, reach, 50)]
+        assert np.all(np.diff(heights) <= 1e-12) and heights[0] == pytest.approx(start[2])
+        np.testing.assert_allclose(path.pose(reach)[:3], touch)
+        speeds = np.linalg.norm(np.diff(path.positions[: list(path.times).index(reach) + 1], axis=0), axis=1)
+        assert np.all(speeds > 1e-3)  # no waypoint repeats the start: no pause over the cube
+        # The descent's last part is over the touch point, as in the nominal demonstrations (within the few mm a
+        # start closer than ACROSS_TOLERANCE_M to the vertical is allowed to slant).
+        np.testing.assert_allclose(path.pose(reach - 0.1)[:2], touch[:2], atol=ACROSS_TOLERANCE_M)
+
+
 def test_collect_refuses_a_perturbed_share_outside_zero_to_one():
     from pi0_ros.tools.collect import parse_args
 
     assert parse_args(["--root", "/tmp/x", "--perturbed-starts", "0.5"]).perturbed_starts == 0.5
     with pytest.raises(SystemExit):
         parse_args(["--root", "/tmp/x", "--perturbed-starts", "1.5"])
+    assert parse_args(["--root", "/tmp/x", "--near-cube-share", "0.5"]).near_cube_share == 0.5
+    assert parse_args(["--root", "/tmp/x"]).near_cube_share == 0.0
+    with pytest.raises(SystemExit):
+        parse_args(["--root", "/tmp/x", "--near-cube-share", "-0.1"])
 
 
 def test_collect_detour_fraction_defaults_to_the_detour_config_and_refuses_a_reversed_range():

@@ -12,6 +12,7 @@ layer and controller topics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from relaxed_ik_bindings.transforms import quat_xyzw_to_matrix
 
 HANDS = {"left_arm": "left hand", "right_arm": "right hand"}
+ACROSS_TOLERANCE_M = 0.005  # a start over the object closer than this to the touch point's vertical goes straight down
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ class ExpertConfig:
     descend_speed_m_s: float = 0.05
     dwell_s: float = 0.6  # at the touch point
     min_segment_s: float = 0.5
+    # A start already over the object (within this horizontal distance of the touch point, below the approach
+    # height) is finished from where it is: across to the vertical over the touch point, then down. Climbing
+    # back to the approach height first would teach "near the cube, back off".
+    over_object_radius_m: float = 0.05
 
 
 # The language-conditioned skill of the fixed layout (config/sim.yaml `objects.layout: fixed`: red on the left,
@@ -133,27 +139,51 @@ def ee_target_for_grasp_point(grasp_point_target: np.ndarray, orientation_xyzw: 
     return np.asarray(grasp_point_target, dtype=np.float64) - rotation @ np.asarray(grasp_offset, dtype=np.float64)
 
 
+def touch_target(object_position: Sequence[float], orientation_xyzw: np.ndarray, grasp_offset: Sequence[float],
+                 config: ExpertConfig) -> np.ndarray:
+    """The ee position whose grasp point touches the object at ``object_position`` (``touch_offset_m`` above it)."""
+    return ee_target_for_grasp_point(np.asarray(object_position) + np.asarray(config.touch_offset_m),
+                                     orientation_xyzw, grasp_offset)
+
+
 def plan_touch(start_pose: np.ndarray, object_position: Sequence[float], grasp_offset: Sequence[float],
                config: Optional[ExpertConfig] = None) -> PosePath:
-    """Approach above the object, descend onto it, dwell, retreat above it, from ``start_pose``."""
+    """Approach above the object, descend onto it, dwell, retreat above it, from ``start_pose``; a start already
+    over the object (:func:`over_object`) goes across to the vertical over the touch point at its own height."""
     config = config or ExpertConfig()
     start_pose = np.asarray(start_pose, dtype=np.float64)
     orientation = start_pose[3:]
-    touch = ee_target_for_grasp_point(np.asarray(object_position) + np.asarray(config.touch_offset_m),
-                                      orientation, grasp_offset)
+    touch = touch_target(object_position, orientation, grasp_offset, config)
     above = touch + np.array([0.0, 0.0, config.approach_height_m])
 
     def travel(a: np.ndarray, b: np.ndarray, speed: float) -> float:
         return max(config.min_segment_s, float(np.linalg.norm(b - a)) / speed)
 
-    t_above = travel(start_pose[:3], above, config.move_speed_m_s)
-    t_touch = t_above + travel(above, touch, config.descend_speed_m_s)
+    points = [(0.0, start_pose[:3])]
+    if not over_object(start_pose[:3], touch, config):
+        points.append((travel(start_pose[:3], above, config.move_speed_m_s), above))
+    elif np.linalg.norm(start_pose[:2] - touch[:2]) > ACROSS_TOLERANCE_M:
+        # Already in the descent's column: across at the start's height (slowly, close to the object), then down.
+        above = np.array([touch[0], touch[1], start_pose[2]])
+        points.append((travel(start_pose[:3], above, config.descend_speed_m_s), above))
+    else:  # on the vertical already: straight down (a pause at the start would teach hovering there)
+        above = start_pose[:3]
+    t_touch = points[-1][0] + travel(above, touch, config.descend_speed_m_s)
     t_leave = t_touch + config.dwell_s
     t_retreat = t_leave + travel(touch, above, config.descend_speed_m_s)
-    points = [(0.0, start_pose[:3]), (t_above, above), (t_touch, touch), (t_leave, touch), (t_retreat, above)]
+    t_above = points[-1][0]
+    points += [(t_touch, touch), (t_leave, touch), (t_retreat, above)]
     waypoints = [Waypoint(t, np.concatenate([p, orientation])) for t, p in points]
     phases = {"approach": 0.0, "descend": t_above, "touch": t_touch, "retreat": t_leave}
     return PosePath(waypoints, phases)
+
+
+def over_object(position: np.ndarray, touch: np.ndarray, config: ExpertConfig) -> bool:
+    """Whether an ee ``position`` is in the descent's column over ``touch``: horizontally within
+    ``over_object_radius_m`` and above the touch point, no higher than the approach height."""
+    horizontal = float(np.linalg.norm(np.asarray(position[:2]) - np.asarray(touch[:2])))
+    height = float(position[2] - touch[2])
+    return horizontal <= config.over_object_radius_m and 0.0 < height <= config.approach_height_m
 
 
 @dataclass(frozen=True)
@@ -167,6 +197,12 @@ class DetourConfig:
     makes the instruction, not the arm's position, decide where the hand goes.
     """
 
+    # Share of detours that end over the named cube, below the approach height (drawn before the kinds below,
+    # and only when > 0, so the default draws stay those of earlier recordings): the states a policy reaches
+    # when its descent is a little off, where the nominal demonstrations only ever go straight down.
+    near_named_cube: float = 0.0
+    near_radius_m: float = 0.035  # horizontal offset from the vertical over the touch point (uniform in a disc)
+    near_height_m: Tuple[float, float] = (0.015, 0.08)  # above the touch point
     toward_other_cube: float = 0.5  # share of detours that head partway to a cube the instruction does not name
     fraction: Tuple[float, float] = (0.25, 0.7)  # how far along start -> above that cube
     # Otherwise a uniform offset from the start between these corners (x forward, y left, z up; the arms'
@@ -182,26 +218,37 @@ def detour_point(start_pose: np.ndarray, objects: Mapping[str, Mapping], task: T
     """An ee position off the nominal path (see :class:`DetourConfig`); ``objects`` as in the task state."""
     config, expert = config or DetourConfig(), expert or ExpertConfig()
     start = np.asarray(start_pose, dtype=np.float64)
+    if config.near_named_cube > 0.0 and rng.random() < config.near_named_cube:
+        touch = touch_target(objects[task.object]["position"], start[3:], grasp_offset, expert)
+        radius, angle = config.near_radius_m * np.sqrt(rng.random()), rng.uniform(0.0, 2.0 * np.pi)
+        return touch + np.array([radius * np.cos(angle), radius * np.sin(angle), rng.uniform(*config.near_height_m)])
     others = sorted(name for name in objects if name != task.object)
     if others and rng.random() < config.toward_other_cube:
         other = others[int(rng.integers(len(others)))]
-        touch = ee_target_for_grasp_point(np.asarray(objects[other]["position"]) + np.asarray(expert.touch_offset_m),
-                                          start[3:], grasp_offset)
+        touch = touch_target(objects[other]["position"], start[3:], grasp_offset, expert)
         above = touch + np.array([0.0, 0.0, expert.approach_height_m])
         fraction = rng.uniform(*config.fraction)
         return start[:3] + fraction * (above - start[:3]) + rng.normal(0.0, config.jitter_m, 3)
     return start[:3] + rng.uniform(config.offset_low_m, config.offset_high_m)
 
 
-def plan_move(start_pose: np.ndarray, position: Sequence[float], config: Optional[ExpertConfig] = None) -> PosePath:
+def plan_move(start_pose: np.ndarray, position: Sequence[float], config: Optional[ExpertConfig] = None,
+              via_height: Optional[float] = None) -> PosePath:
     """A straight move of the ee from ``start_pose`` to ``position`` at the expert's free-space speed, keeping
-    the start orientation."""
+    the start orientation. With ``via_height``, first to the point that high over ``position``, then down to it
+    (a detour ending close above a cube arrives from above, not through the cube's side)."""
     config = config or ExpertConfig()
     start_pose = np.asarray(start_pose, dtype=np.float64)
+    points = [start_pose[:3]]
     end = np.asarray(position, dtype=np.float64)
-    duration = max(config.min_segment_s, float(np.linalg.norm(end - start_pose[:3])) / config.move_speed_m_s)
-    return PosePath([Waypoint(0.0, start_pose), Waypoint(duration, np.concatenate([end, start_pose[3:]]))],
-                    {"detour": 0.0})
+    if via_height is not None and via_height > end[2]:
+        points.append(np.array([end[0], end[1], via_height]))
+    points.append(end)
+    waypoints, t = [Waypoint(0.0, start_pose)], 0.0
+    for a, b in pairwise(points):
+        t += max(config.min_segment_s, float(np.linalg.norm(b - a)) / config.move_speed_m_s)
+        waypoints.append(Waypoint(t, np.concatenate([b, start_pose[3:]])))
+    return PosePath(waypoints, {"detour": 0.0})
 
 
 def touched(task_state: Mapping, task: TouchTask) -> bool:

@@ -46,9 +46,11 @@ from pi0_ros.sim.expert import (
     TouchTask,
     choose_task,
     detour_point,
+    over_object,
     parse_tasks,
     plan_move,
     plan_touch,
+    touch_target,
 )
 from pi0_ros.testing.graph_process import LOOPBACK_ENV, GraphProcesses
 from relaxed_ik_bindings.library import RelaxedIKLibraryError, load_library
@@ -91,8 +93,11 @@ def run_episode(driver, seed: int, grasp_offset: Sequence[float], keep_failed: b
     start = driver.home_pose[task.arm]
     detour_rng = np.random.default_rng([seed, 1])  # its own stream: the task drawn per seed stays the same
     if detour_rng.random() < perturbed_share:
-        move = plan_move(start, detour_point(start, state["objects"], task, grasp_offset, detour_rng, detour, config),
-                         config)
+        point = detour_point(start, state["objects"], task, grasp_offset, detour_rng, detour, config)
+        touch = touch_target(state["objects"][task.object]["position"], start[3:], grasp_offset, config)
+        # A detour that ends over the named cube arrives from above it, not through the cube's side.
+        via = touch[2] + config.approach_height_m if over_object(point, touch, config) else None
+        move = plan_move(start, point, config, via_height=via)
         driver.follow(task.arm, move, None)
         time.sleep(move.duration + settle_s)  # arrive and come to rest before the recording starts
         start = move.pose(move.duration)
@@ -146,6 +151,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--detour-fraction", type=float, nargs=2, default=DetourConfig.fraction, metavar=("LO", "HI"),
                         help="a perturbed start toward another cube goes this far (drawn uniformly) along the way "
                              "from the start to above that cube (default: %(default)s)")
+    parser.add_argument("--near-cube-share", type=float, default=DetourConfig.near_named_cube, metavar="SHARE",
+                        help="share (0-1) of the perturbed starts that end over the named cube, a few cm off the "
+                             "vertical over the touch point and below the approach height (default: %(default)s)")
     parser.add_argument("--keep-failed", action="store_true", help="keep episodes without a touch too")
     parser.add_argument("--settle-s", type=float, default=1.0, help="pause after each reset")
     parser.add_argument("--startup-timeout-s", type=float, default=90.0)
@@ -154,6 +162,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0.0 <= args.perturbed_starts <= 1.0:
         parser.error(f"--perturbed-starts {args.perturbed_starts}: a share between 0 and 1")
+    if not 0.0 <= args.near_cube_share <= 1.0:
+        parser.error(f"--near-cube-share {args.near_cube_share}: a share between 0 and 1")
     low, high = args.detour_fraction
     if not 0.0 <= low <= high <= 1.0:
         parser.error(f"--detour-fraction {low} {high}: need 0 <= LO <= HI <= 1")
@@ -182,7 +192,8 @@ def collect(args: argparse.Namespace) -> List[EpisodeResult]:
                 graph.check_alive()
                 result = run_episode(driver, args.seed + i, grasp_offset, args.keep_failed, args.settle_s,
                                      ExpertConfig(), tasks, args.perturbed_starts,
-                                     DetourConfig(fraction=tuple(args.detour_fraction)))
+                                     DetourConfig(fraction=tuple(args.detour_fraction),
+                                                  near_named_cube=args.near_cube_share))
                 results.append(result)
                 bar.set_postfix(kept=sum(r.kept for r in results), success=sum(r.success for r in results))
     return results
