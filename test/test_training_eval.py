@@ -9,10 +9,12 @@ import pytest
 from pi0_ros.training.eval_metrics import episode_jerk, is_language_case, nearest_object, rms_jerk
 from pi0_ros.training.evaluate import (
     EpisodeTask,
+    build_parser,
     expert_plan,
     fixed_plan,
     format_text,
     parse_seeds,
+    policy_param,
     run_episodes,
     success_check,
     summarize,
@@ -255,3 +257,17 @@ def test_plots_are_written(tmp_path):
     for p in paths:
         with Image.open(p) as image:
             assert image.size[0] > 400 and image.size[1] > 200
+
+
+def test_policy_params_are_typed_like_the_node_expects_and_malformed_ones_are_refused():
+    parser = build_parser()
+    args = parser.parse_args(["--policy-param", "chunk_strategy=temporal_ensemble", "--policy-param",
+                              "inference_margin_steps=1", "--policy-param", "speed_scale=0.4",
+                              "--policy-param", "paused=false"])
+    assert dict(args.policy_param) == {"chunk_strategy": "temporal_ensemble", "inference_margin_steps": 1,
+                                       "speed_scale": 0.4, "paused": False}
+    assert isinstance(dict(args.policy_param)["inference_margin_steps"], int)
+    assert policy_param("instruction=[a, b]") == ("instruction", "[a, b]")  # not a scalar: kept as text
+    for bad in ("no_equals_sign", "=3"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--policy-param", bad])

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import yaml
+
 
 def parse_seeds(text: str) -> List[int]:
     """'1000-1004,2000' -> [1000, 1001, 1002, 1003, 1004, 2000]."""
@@ -284,6 +286,20 @@ def _provenance(checkpoint: Optional[str]) -> Dict[str, Any]:
         return {}
 
 
+def policy_param(text: str) -> Tuple[str, Any]:
+    """``NAME=VALUE`` -> (NAME, VALUE read as YAML: 1 -> int, 0.5 -> float, true -> bool, else the text)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    if not isinstance(parsed, (bool, int, float, str)):
+        parsed = value  # a node parameter is a scalar; anything else stays the text it was
+    return name.strip(), parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(prog="pi0-eval", description=__doc__,
@@ -299,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy node command rate = one chunk step per tick (default: the dataset fps recorded in "
                         "the checkpoint's training.json, else the node's own)")
     p.add_argument("--execute-steps", type=int, default=None, help="actions executed per chunk (node default)")
+    p.add_argument("--policy-param", action="append", default=[], metavar="NAME=VALUE", type=policy_param,
+                   help="another policy-node parameter for the run (repeatable; VALUE read as YAML), e.g. "
+                        "chunk_strategy=temporal_ensemble or inference_margin_steps=1")
     p.add_argument("--seeds", default="1000-1019", help="held-out simulator seeds, e.g. 1000-1019")
     p.add_argument("--episode-timeout", type=float, default=30.0, help="seconds per episode")
     p.add_argument("--success", default="touched")
@@ -335,7 +354,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("pi0-eval: run it under tools/loopback_only.sh (ROS discovery must stay on this machine)",
               file=sys.stderr)
         return 2
-    extra = checkpoint_policy_parameters(args.checkpoint, args.action_space, args.control_hz, args.execute_steps)
+    extra = {**checkpoint_policy_parameters(args.checkpoint, args.action_space, args.control_hz, args.execute_steps),
+             **dict(args.policy_param)}
     log_dir = Path(tempfile.mkdtemp(prefix="pi0_eval_"))
     sim_extra: Dict[str, Any] = {"task_state_hz": 10.0, "feedback_hz": args.feedback_hz}
     if args.layout != "random":
