@@ -159,3 +159,39 @@ def test_sync_requests_early_by_latency():
     assert strategy.wants_inference(0.0, latency_s=0.2)
     with pytest.raises(ValueError, match="unknown chunk strategy"):
         make_strategy("magic", DT, 10)
+
+
+def _hold_at_observation_run(margin_steps, latency_s=0.13, dt=0.1, execute=5, horizon=10, ticks=80):
+    """A sync schedule in the control core's order (chunks that arrived, this tick's target, then the next
+    inference observing the arm before that target acts) driving an arm that reaches each target by the next
+    tick, with a policy whose first answer moves the arm from 0 to 1 and every later answer holds the observed
+    position. Returns the positions per tick and the strategy."""
+    strategy = SyncStrategy(dt, execute_steps=execute, margin_steps=margin_steps)
+    position, pending, answers, positions = 0.0, None, 0, []
+    for tick in range(ticks):
+        now = tick * dt
+        if pending is not None and pending[0] <= now + 1e-9:
+            strategy.add(pending[1])
+            pending = None
+        targets = strategy.next_targets(now)
+        if pending is None and strategy.wants_inference(now, latency_s):
+            values = np.linspace(0.0, 1.0, horizon) if answers == 0 else np.full(horizon, position)
+            chunk = Chunk(np.zeros((horizon, 1)), DecodedChunk({"g": values[:, None]}), now, now + latency_s, answers)
+            pending, answers = (now + latency_s, chunk), answers + 1
+        if targets is not None:
+            position = float(targets["g"][0])
+        positions.append(position)
+    return np.array(positions), strategy
+
+
+def test_sync_observing_a_chunk_late_makes_a_holding_arm_alternate_and_is_reported():
+    # 10 Hz, 130 ms latency, 5 of 10 actions: margin 3 makes the lead (2 + 3 ticks) cover the whole execution,
+    # so each chunk is observed on its predecessor's first tick: the odd and the even chunks hold two different
+    # poses and the arm jumps between them for ever.
+    late, strategy = _hold_at_observation_run(margin_steps=3)
+    assert strategy.observes_a_chunk_late and strategy.last_start_index == 5
+    assert np.ptp(late[-20:]) > 0.5 and len(np.unique(late[-20:])) == 2  # two poses, in turn, for ever
+    # Margin 0: each chunk is observed after its predecessor moved the arm; the holds agree and the arm rests.
+    fresh, strategy = _hold_at_observation_run(margin_steps=0)
+    assert not strategy.observes_a_chunk_late and strategy.last_start_index == 3
+    assert np.ptp(fresh[-20:]) < 1e-9

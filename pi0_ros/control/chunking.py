@@ -101,6 +101,7 @@ class SyncStrategy(ChunkStrategy):
         self._end = 0  # one past the current chunk's last action to run
         self._pending: Optional[Chunk] = None
         self.started = 0  # chunks that began executing (the node publishes each once)
+        self.last_start_index: Optional[int] = None  # the action the newest started chunk began at
 
     def _limit(self, chunk: Chunk) -> int:
         return min(self.execute_steps, chunk.decoded.horizon)
@@ -124,6 +125,7 @@ class SyncStrategy(ChunkStrategy):
             self._current, self._index = chunk, min(chunk_index(chunk, now, self.dt), horizon - 1)
             self._end = min(self._index + self._limit(chunk), horizon)
             self.started += 1
+            self.last_start_index = self._index
         targets = self._current.decoded.step(self._index)
         self._index += 1
         return targets
@@ -145,6 +147,19 @@ class SyncStrategy(ChunkStrategy):
     def current(self) -> Optional[Chunk]:
         """The chunk being executed."""
         return self._current
+
+    @property
+    def observes_a_chunk_late(self) -> bool:
+        """Whether the newest chunk's observation was taken before the previous chunk had moved the arm.
+
+        A chunk that starts at action ``execute_steps`` or later was observed on or before the previous chunk's
+        first tick, before that tick's target could act (the inference lead, latency plus margin, covered the
+        whole execution). Then the even and the odd chunks form two chains that never see each other's motion,
+        and a policy that answers "stay" near its goal makes the arm alternate between two poses at the chunk
+        period (BENCHMARKS.md, pi0-FAST seventh attempt). An arm that lags its targets sees little of the
+        previous chunk one action earlier too. A smaller margin, more actions per chunk or an asynchronous
+        strategy avoids it."""
+        return self.last_start_index is not None and self.last_start_index >= self.execute_steps
 
 
 StrategyFactory = Callable[..., ChunkStrategy]

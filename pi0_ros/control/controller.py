@@ -407,6 +407,7 @@ class ControlCore:
                 "last_inference_latency_ms": self.last_latency_s * 1e3,
                 "last_infer_ms": self.last_infer_s * 1e3,
                 "chunk_age_ms": (now - current.obs_time) * 1e3 if current is not None else float("nan"),
+                "observes_a_chunk_late": bool(getattr(self.strategy, "observes_a_chunk_late", False)),
                 "queue_depth": self.strategy.queue_depth,
                 "chunks_received": self.chunks_received,
                 "ik_failures": sum(ik.failures for ik in self.ik.values()),
