@@ -410,9 +410,9 @@ class PolicyNode(Node):
         values["camera_to_command_ms"] = latest * 1e3
         if values["observes_a_chunk_late"]:
             self.get_logger().warning(
-                "sync: each chunk is observed before the previous one moved the arm (inference lead >= "
-                "execute_steps): the arm may alternate between two poses; lower inference_margin_steps, raise "
-                "execute_steps or use an asynchronous chunk_strategy", throttle_duration_sec=60.0)
+                "sync: each chunk is observed before the previous one moved the arm (the inference lead covers "
+                "the whole execution): the arm may alternate between two poses; lower inference_margin_steps, "
+                "raise execute_steps or use an asynchronous chunk_strategy", throttle_duration_sec=60.0)
         status = DiagnosticStatus(name="policy_node", hardware_id=self.embodiment.name)
         status.level = DiagnosticStatus.OK if not values["faults"] else DiagnosticStatus.WARN
         if values["mode"] == "hold" and values["requested_mode"] != "hold" and not values["paused"]:
