@@ -168,10 +168,10 @@ def plan_touch(start_pose: np.ndarray, object_position: Sequence[float], grasp_o
         points.append((travel(start_pose[:3], above, config.descend_speed_m_s), above))
     else:  # on the vertical already: straight down (a pause at the start would teach hovering there)
         above = start_pose[:3]
-    t_touch = points[-1][0] + travel(above, touch, config.descend_speed_m_s)
+    t_above = points[-1][0]  # the descent starts here
+    t_touch = t_above + travel(above, touch, config.descend_speed_m_s)
     t_leave = t_touch + config.dwell_s
     t_retreat = t_leave + travel(touch, above, config.descend_speed_m_s)
-    t_above = points[-1][0]
     points += [(t_touch, touch), (t_leave, touch), (t_retreat, above)]
     waypoints = [Waypoint(t, np.concatenate([p, orientation])) for t, p in points]
     phases = {"approach": 0.0, "descend": t_above, "touch": t_touch, "retreat": t_leave}

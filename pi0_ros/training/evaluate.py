@@ -292,12 +292,11 @@ def policy_param(text: str) -> Tuple[str, Any]:
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = yaml.safe_load(value)
     except yaml.YAMLError:
-        parsed = value
-    if not isinstance(parsed, (bool, int, float, str)):
-        parsed = value  # a node parameter is a scalar; anything else stays the text it was
-    return name.strip(), parsed
+        parsed = None
+    # A node parameter is a scalar: anything else (empty, a list, unparsable) stays the text it was.
+    return name.strip(), parsed if isinstance(parsed, (bool, int, float, str)) else value
 
 
 def build_parser() -> argparse.ArgumentParser:
