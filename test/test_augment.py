@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -49,6 +51,36 @@ def test_all_off_is_the_identity_and_bad_shapes_are_refused():
     with pytest.raises(ValueError):
         augment_images(images, [True, False])
     assert is_wrist_camera("left_wrist") and not is_wrist_camera("head")
+
+
+def test_out_of_range_settings_are_refused():
+    for bad in ({"crop_area": 0.0}, {"crop_area": 1.5}, {"max_rotation_deg": -1.0}):
+        with pytest.raises(ValueError):
+            ImageAugmentConfig(**bad)
+
+
+def test_pi0_train_options_set_the_geometric_ranges_the_trainer_uses(tmp_path):
+    from pi0_ros.training.cli import build_parser, config_from_args
+    from pi0_ros.training.synthetic import make_dataset
+    from pi0_ros.training.trainer import Trainer
+
+    args = build_parser().parse_args(["--dataset", "synthetic", "--out", str(tmp_path / "run"), "--model", "pi0",
+                                      "--config", "pi0_test", "--steps", "1", "--batch-size", "2",
+                                      "--no-progress", "--augment-crop-area", "1", "--augment-rotation-deg", "0"])
+    cfg = config_from_args(args)
+    assert (cfg.augment_crop_area, cfg.augment_rotation_deg) == (1.0, 0.0)
+    trainer = Trainer(cfg, dataset=make_dataset(num_episodes=2, length=6))
+    assert (trainer.augment_config.crop_area, trainer.augment_config.max_rotation_deg) == (1.0, 0.0)
+    default = Trainer(config_from_args(build_parser().parse_args(
+        ["--dataset", "synthetic", "--out", str(tmp_path / "run2"), "--model", "pi0", "--config", "pi0_test",
+         "--steps", "1", "--batch-size", "2", "--no-progress"])), dataset=make_dataset(num_episodes=2, length=6))
+    assert default.augment_config == ImageAugmentConfig()
+    # With the colors left alone, geometry off keeps a fixed camera's image; the default moves it.
+    images, flags = _scene(), [True, False, False]
+    for trainer_, moves in ((trainer, False), (default, True)):
+        geometry = dataclasses.replace(trainer_.augment_config, brightness=0, contrast=0, saturation=0)
+        out = augment_images(images, flags, geometry, torch.Generator().manual_seed(3))
+        assert torch.allclose(out, images, atol=1e-5) != moves
 
 
 def test_same_generator_state_same_result():

@@ -3,6 +3,7 @@ inference transforms shared with the policy, bad data reported before training."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from pi0_ros.model.normalization import load_norm_stats
 from pi0_ros.model.policy import Pi0Policy
-from pi0_ros.training.chunks import chunk_at, chunk_index
+from pi0_ros.training.chunks import chunk_at, chunk_index, resting_chunk_starts
 from pi0_ros.training.cli import main as train_main
 from pi0_ros.training.dataset import DatasetError, EpisodeArrays, InMemoryDataset
 from pi0_ros.training.samples import Pi0SampleBuilder
@@ -31,6 +32,27 @@ def test_chunk_padding_at_episode_end():
         chunk_at(actions, 5, 4)
     index = chunk_index([3, 0, 2])  # an empty episode contributes no chunk
     assert index.tolist() == [[0, 0], [0, 1], [0, 2], [2, 0], [2, 1]]
+
+
+def test_resting_chunks_beyond_the_first_n_start_no_training_sample(tmp_path):
+    base = make_dataset(num_episodes=2, length=12, seed=3)
+    episodes = [base.episode(i) for i in range(2)]
+    dwell = episodes[0].actions.copy()
+    dwell[7:] = dwell[7] + 0.005  # frames 7-11 tell the robot to stay (within the tolerance of 0.02)
+    episodes[0] = EpisodeArrays(0, episodes[0].states, dwell, episodes[0].task)
+    ramp = episodes[1].actions[:1] + 0.1 * np.arange(12)[:, None]  # moving to its last frame
+    episodes[1] = EpisodeArrays(1, episodes[1].states, ramp, episodes[1].task)
+    assert resting_chunk_starts(dwell, 4, 0.02).tolist() == [7, 8, 9, 10, 11]
+    assert resting_chunk_starts(ramp, 4, 0.02).tolist() == [11]  # the last chunk is all padding
+    ds = InMemoryDataset(episodes, base._images, camera_names=base.camera_names, name="d")
+    cfg = TrainConfig(dataset="synthetic", out=str(tmp_path / "run"), model="pi0", config="pi0_test", steps=1,
+                      batch_size=2, progress=False, max_resting_chunks=2)
+    index = Trainer(cfg, dataset=ds).samples.index
+    assert index[index[:, 0] == 0, 1].tolist() == list(range(9))  # the dwell's first 2 chunks stay
+    assert index[index[:, 0] == 1, 1].tolist() == list(range(12))  # one resting chunk: within the 2 kept
+    assert len(Trainer(dataclasses.replace(cfg, max_resting_chunks=None), dataset=ds).samples) == 24
+    with pytest.raises(ValueError, match="max_resting_chunks"):
+        Trainer(dataclasses.replace(cfg, max_resting_chunks=-1), dataset=ds)
 
 
 def test_norm_stats_delta_dims_are_relative_to_chunk_start():

@@ -29,6 +29,12 @@ class ImageAugmentConfig:
     contrast: float = 0.4
     saturation: float = 0.5
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.crop_area <= 1.0:
+            raise ValueError(f"crop_area must be in (0, 1], got {self.crop_area}")
+        if self.max_rotation_deg < 0:
+            raise ValueError(f"max_rotation_deg must be >= 0, got {self.max_rotation_deg}")
+
 
 def is_wrist_camera(name: str) -> bool:
     """Wrist cameras keep their geometry (by name, as the embodiment names them)."""

@@ -12,7 +12,7 @@ Chunks never cross episode boundaries.
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -27,12 +27,23 @@ def chunk_at(actions: np.ndarray, start: int, horizon: int) -> Tuple[np.ndarray,
     return actions[idx], is_pad
 
 
-def chunk_index(lengths: Sequence[int]) -> np.ndarray:
-    """All (episode, frame) chunk starts, int64 [N, 2], episode-major."""
+def resting_chunk_starts(actions: np.ndarray, horizon: int, tolerance: float) -> np.ndarray:
+    """Frames whose (padded) chunk stays within ``tolerance`` of its first action in every dimension: chunks
+    that tell the robot to stay where it is (e.g. a demonstration's dwell at its end), int64, ascending."""
+    resting = [t for t in range(actions.shape[0])
+               if np.abs(chunk_at(actions, t, horizon)[0] - actions[t]).max() <= tolerance]
+    return np.asarray(resting, dtype=np.int64)
+
+
+def chunk_index(lengths: Sequence[int], dropped: Optional[Sequence[np.ndarray]] = None) -> np.ndarray:
+    """All (episode, frame) chunk starts, int64 [N, 2], episode-major; ``dropped[e]``: frames of episode e
+    that start no chunk."""
     rows: List[np.ndarray] = []
     for ep, length in enumerate(lengths):
-        if length > 0:
-            frames = np.arange(int(length), dtype=np.int64)
+        frames = np.arange(int(length), dtype=np.int64)
+        if dropped is not None:
+            frames = np.setdiff1d(frames, dropped[ep])
+        if frames.size:
             rows.append(np.stack([np.full_like(frames, ep), frames], axis=1))
     if not rows:
         return np.zeros((0, 2), dtype=np.int64)

@@ -77,10 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--no-augment", action="store_true",
                    help="train on the images as recorded (default: random crop/rotation on fixed cameras and "
                         "color jitter on all, as openpi trains pi0)")
+    o.add_argument("--augment-crop-area", type=float, default=0.95,
+                   help="with augmentation: area kept by the random crop of fixed cameras (1: no crop; "
+                        "default: %(default)s)")
+    o.add_argument("--augment-rotation-deg", type=float, default=5.0,
+                   help="with augmentation: largest random rotation of fixed cameras (0: none; default: %(default)s)")
     o.add_argument("--fast-state-noise", type=float, default=0.03,
                    help="pi0-FAST with augmentation: Gaussian noise std on the normalized state before its "
                         "discretization into the prompt (default: %(default)s, ~4 of 256 bins)")
     o.add_argument("--mask-padded-actions", action="store_true", help="leave padded chunk steps out of the loss")
+    o.add_argument("--max-resting-chunks", type=int, default=None,
+                   help="train on only each episode's first N chunks that tell the robot to stay (every action "
+                        "within --resting-tolerance of the chunk's first; default: all)")
+    o.add_argument("--resting-tolerance", type=float, default=0.02,
+                   help="in action units (rad for joint positions; default: %(default)s)")
     o.add_argument("--fast-scale", type=float, default=10.0)
     o.add_argument("--fast-vocab-size", type=int, default=None,
                    help="BPE vocabulary of the FAST tokenizer fitted on the dataset (default: the config's; at "
@@ -117,7 +127,9 @@ def config_from_args(args: argparse.Namespace):
         grad_clip=args.grad_clip, ema_decay=args.ema, freeze=args.freeze, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, grad_checkpointing=args.grad_checkpointing, precision=args.precision,
         mask_padded_actions=args.mask_padded_actions, augment=not args.no_augment,
-        fast_state_noise=args.fast_state_noise, fast_scale=args.fast_scale,
+        augment_crop_area=args.augment_crop_area, augment_rotation_deg=args.augment_rotation_deg,
+        fast_state_noise=args.fast_state_noise, max_resting_chunks=args.max_resting_chunks,
+        resting_tolerance=args.resting_tolerance, fast_scale=args.fast_scale,
         fast_vocab_size=args.fast_vocab_size, save_every=args.save_every, keep_last=args.keep_last,
         log_every=args.log_every, seed=args.seed, num_workers=args.num_workers, cache_images=args.cache_images,
         max_episodes=args.max_episodes, val_dataset=args.val_dataset, device=args.device,

@@ -49,8 +49,8 @@ from pi0_ros.model.normalization import NormStats, load_norm_stats, save_norm_st
 from pi0_ros.model.pi0_fast_checkpoint import save_fast_checkpoint
 from pi0_ros.model.policy import Pi0PolicyConfig
 from pi0_ros.training import model_setup
-from pi0_ros.training.augment import augment_images, is_wrist_camera
-from pi0_ros.training.chunks import chunk_index
+from pi0_ros.training.augment import ImageAugmentConfig, augment_images, is_wrist_camera
+from pi0_ros.training.chunks import chunk_index, resting_chunk_starts
 from pi0_ros.training.dataset import (
     DatasetError,
     EpisodeArrays,
@@ -104,7 +104,14 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     mask_padded_actions: bool = False
     augment: bool = False  # random crop/rotation (fixed cameras) and color jitter (all) on the training images
+    augment_crop_area: float = 0.95  # with augment: area kept by the random crop (fixed cameras; 1: no crop)
+    augment_rotation_deg: float = 5.0  # with augment: largest random rotation (fixed cameras; 0: none)
     fast_state_noise: float = 0.03  # with augment, pi0-FAST: noise std on the normalized state (~4 of 256 bins)
+    # Demonstrations that end with a long dwell teach "stay" as often as the last approach; a policy that picks
+    # the most likely answer (pi0-FAST) then stops a few cm short. None keeps every chunk; N keeps each
+    # episode's first N chunks whose every action is within resting_tolerance of their first.
+    max_resting_chunks: Optional[int] = None
+    resting_tolerance: float = 0.02  # in action units (rad for joint positions)
     fast_scale: float = 10.0
     fast_vocab_size: Optional[int] = None
     save_every: int = 500
@@ -208,11 +215,18 @@ class StepBatches(torch.utils.data.Sampler):
 
 
 class ChunkSamples(torch.utils.data.Dataset):
-    """(episode, frame) -> one training example through the sample builder."""
+    """(episode, frame) -> one training example through the sample builder; ``max_resting`` (with ``horizon``
+    and ``resting_tolerance``) keeps only each episode's first that many chunks that tell the robot to stay."""
 
-    def __init__(self, dataset: EpisodeDataset, episodes: List[EpisodeArrays], builder):
+    def __init__(self, dataset: EpisodeDataset, episodes: List[EpisodeArrays], builder,
+                 max_resting: Optional[int] = None, horizon: int = 0, resting_tolerance: float = 0.0):
         self.dataset, self.episodes, self.builder = dataset, episodes, builder
-        self.index = chunk_index([ep.length for ep in episodes])
+        dropped = None
+        if max_resting is not None and max_resting < 0:
+            raise ValueError(f"max_resting_chunks must be >= 0, got {max_resting}")
+        if max_resting is not None:
+            dropped = [resting_chunk_starts(ep.actions, horizon, resting_tolerance)[max_resting:] for ep in episodes]
+        self.index = chunk_index([ep.length for ep in episodes], dropped)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -359,6 +373,8 @@ class Trainer:
         # Camera slots that get the geometric augmentation (empty slots: no image, flags are moot).
         self.augment_geometric = ([bool(name) and not is_wrist_camera(name) for name in policy["camera_names"]]
                                   if cfg.augment else None)
+        self.augment_config = dataclasses.replace(ImageAugmentConfig(), crop_area=cfg.augment_crop_area,
+                                                  max_rotation_deg=cfg.augment_rotation_deg)
         delta_mask = np.asarray(policy["delta_mask"], dtype=bool)
         # Statistics: computed once (rank 0's numbers equal everyone's: same data, deterministic).
         if state is not None:
@@ -389,7 +405,12 @@ class Trainer:
                                              state_noise=cfg.fast_state_noise if cfg.augment else 0.0)
             prompt_check = self.builder.prompt_fits
         _check_prompts(self.episodes, prompt_check, source)
-        self.samples = ChunkSamples(self.dataset, self.episodes, self.builder)
+        self.samples = ChunkSamples(self.dataset, self.episodes, self.builder, cfg.max_resting_chunks,
+                                    model_cfg.action_horizon, cfg.resting_tolerance)
+        if cfg.max_resting_chunks is not None:
+            total = sum(ep.length for ep in self.episodes)
+            _log(info, f"pi0-train: {total - len(self.samples)} of {total} chunk starts left out (resting chunks "
+                       f"beyond the first {cfg.max_resting_chunks} of an episode)")
         if cfg.val_dataset or self._val_source is not None:
             # The held-out data must have the training data's dims (from scratch nothing else fixes them).
             held_expect = dataclasses.replace(expect, state_dim=dims["state_dim"], action_dim=dims["action_dim"])
@@ -548,7 +569,7 @@ class Trainer:
             if self.augment_geometric is not None:
                 inputs = batch["inputs"]
                 batch["inputs"] = dataclasses.replace(inputs, images=augment_images(
-                    inputs.images, self.augment_geometric, generator=self.generator))
+                    inputs.images, self.augment_geometric, self.augment_config, generator=self.generator))
             with torch.autocast(device_type=info.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 loss = self.engine(batch, self.generator)
             if not torch.isfinite(loss):
