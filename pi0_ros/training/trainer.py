@@ -107,9 +107,10 @@ class TrainConfig:
     augment_crop_area: float = 0.95  # with augment: area kept by the random crop (fixed cameras; 1: no crop)
     augment_rotation_deg: float = 5.0  # with augment: largest random rotation (fixed cameras; 0: none)
     fast_state_noise: float = 0.03  # with augment, pi0-FAST: noise std on the normalized state (~4 of 256 bins)
-    # Demonstrations that end with a long dwell teach "stay" as often as the last approach; a policy that picks
-    # the most likely answer (pi0-FAST) then stops a few cm short. None keeps every chunk; N keeps each
-    # episode's first N chunks whose every action is within resting_tolerance of their first.
+    # Demonstrations that end with a long dwell hold many "stay" chunks (the skill's: 7 of ~50 frames); a policy
+    # that answers with the most likely chunk (pi0-FAST) may take "stay" where it is unsure it has arrived. None
+    # keeps every chunk; N keeps each episode's first N chunks whose every action is within resting_tolerance
+    # of their first.
     max_resting_chunks: Optional[int] = None
     resting_tolerance: float = 0.02  # in action units (rad for joint positions)
     fast_scale: float = 10.0
@@ -222,9 +223,9 @@ class ChunkSamples(torch.utils.data.Dataset):
                  max_resting: Optional[int] = None, horizon: int = 0, resting_tolerance: float = 0.0):
         self.dataset, self.episodes, self.builder = dataset, episodes, builder
         dropped = None
-        if max_resting is not None and max_resting < 0:
-            raise ValueError(f"max_resting_chunks must be >= 0, got {max_resting}")
         if max_resting is not None:
+            if max_resting < 0:
+                raise ValueError(f"max_resting_chunks must be >= 0, got {max_resting}")
             dropped = [resting_chunk_starts(ep.actions, horizon, resting_tolerance)[max_resting:] for ep in episodes]
         self.index = chunk_index([ep.length for ep in episodes], dropped)
 
