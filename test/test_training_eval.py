@@ -3,6 +3,8 @@ jerk, the language-following case and the plots."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -271,3 +273,83 @@ def test_policy_params_are_typed_like_the_node_expects_and_malformed_ones_are_re
     for bad in ("no_equals_sign", "=3"):
         with pytest.raises(SystemExit):
             parser.parse_args(["--policy-param", bad])
+
+
+def _setup(**changes):
+    setup = {"label": "ckpt", "backend": "pi0_fast", "checkpoint": "runs/x/best", "policy_parameters": {},
+             "instruction": "touch the cube", "layout": "random", "tasks": None, "success": "touched",
+             "touch_distance_m": 0.035, "episode_timeout_s": 15.0, "hold_s": 0.0, "logs": "/tmp/logs"}
+    return {**setup, **changes}
+
+
+def test_the_report_is_rewritten_after_every_episode_so_a_stop_keeps_the_finished_ones(tmp_path):
+    from pi0_ros.training.eval_report import build_report, finished_episodes, write_report
+
+    out, seeds, done = tmp_path / "eval.json", [0, 5, 2, 9], []
+
+    def save(result):
+        done.append(result)
+        write_report(out, build_report(_setup(), seeds, done))
+        assert json.loads(out.read_text())["episodes"][-1]["seed"] == result["seed"]
+
+    def check():  # the simulator dies before the third episode
+        if len(done) == 2:
+            raise RuntimeError("node sim_robot exited with -11")
+
+    with pytest.raises(RuntimeError):
+        run_episodes(FakeDriver(), seeds, fixed_plan("touch the cube", success_check("touched")), timeout=0.01,
+                     log=lambda m: None, check=check, on_result=save)
+    report = json.loads(out.read_text())
+    assert report["complete"] is False and [e["seed"] for e in report["episodes"]] == [0, 5]
+    assert report["summary"]["successes"] == 1 and report["summary"]["episodes"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]  # no temporary file left behind
+    # --resume: the finished seeds of the same setup (the label and the logs may differ) ...
+    resumed = finished_episodes(out, _setup(label="again", logs="/tmp/other"), seeds)
+    assert [e["seed"] for e in resumed] == [0, 5]
+    assert [e["seed"] for e in finished_episodes(out, _setup(), [5, 7])] == [5]
+    assert finished_episodes(tmp_path / "none.json", _setup(), seeds) == []
+    # ... and never episodes run with another setup, or from a file that is not a report.
+    with pytest.raises(ValueError, match="episode_timeout_s"):
+        finished_episodes(out, _setup(episode_timeout_s=30.0), seeds)
+    with pytest.raises(ValueError, match="policy_parameters"):
+        finished_episodes(out, _setup(policy_parameters={"execute_steps": 5}), seeds)
+    (tmp_path / "bad.json").write_text('{"episodes": ')
+    with pytest.raises(ValueError, match="not a pi0-eval report"):
+        finished_episodes(tmp_path / "bad.json", _setup(), seeds)
+    complete = build_report(_setup(), [0, 5], resumed, resumed_episodes=2)
+    assert complete["complete"] is True and complete["resumed_episodes"] == 2
+
+
+def test_pi0_eval_resume_runs_only_the_missing_seeds(tmp_path, monkeypatch):
+    from pi0_ros.paths import config_path
+    from pi0_ros.sim.config import load_sim_config
+    from pi0_ros.sim.expert import SKILL_TASKS
+    from pi0_ros.training import evaluate
+    from pi0_ros.training.eval_report import build_report, write_report
+
+    monkeypatch.setenv("ROS_LOCALHOST_ONLY", "1")
+    ran = []
+
+    def fake_graph(options, seeds, plan, args, touch_distance, log_dir, on_result):
+        ran.append(list(seeds))
+        run_episodes(FakeDriver(), seeds, plan, 0.01, log=lambda m: None, on_result=on_result)
+
+    monkeypatch.setattr(evaluate, "run_in_graph", fake_graph)
+    setup = _setup(backend="scripted", checkpoint=None, instruction="touch the cube", layout="fixed",
+                   tasks=[t.instruction for t in SKILL_TASKS],
+                   touch_distance_m=load_sim_config(config_path("sim.yaml")).task.touch_distance)
+    out = tmp_path / "eval.json"
+    earlier = run_episodes(FakeDriver(), [0, 5], fixed_plan("touch the cube", success_check("touched")), 0.01,
+                           log=lambda m: None)
+    write_report(out, build_report(setup, [0, 5, 2, 9], earlier))
+    argv = ["--backend", "scripted", "--instruction", "touch the cube", "--layout", "fixed", "--seeds", "0,5,2,9",
+            "--episode-timeout", "15", "--out", str(out), "--resume"]
+    assert evaluate.main(argv) == 0
+    assert ran == [[2, 9]]
+    report = json.loads(out.read_text())
+    assert report["complete"] is True and report["resumed_episodes"] == 2
+    assert [e["seed"] for e in report["episodes"]] == [0, 5, 2, 9] and report["summary"]["successes"] == 2
+    # another setup is refused before anything runs; --resume needs the report's path
+    assert evaluate.main(argv[:-4] + ["30", "--out", str(out), "--resume"]) == 2 and ran == [[2, 9]]
+    with pytest.raises(SystemExit):
+        evaluate.main(["--resume"])

@@ -5,7 +5,8 @@ processes, then for every held-out seed: resets the simulator to the seed, lets 
 watches ``/sim_robot/task_state`` until the task is solved or the episode times out. Reports the
 success rate, time to success and the policy node's safety events (the distinct fault names its
 ``/diagnostics`` reported during the episode: limits hit, stale inputs, policy errors), as JSON and a
-short text summary. Run it inside the loopback-only namespace::
+short text summary; the JSON report is rewritten after every episode, and ``--resume`` continues one that was
+stopped part-way. Run it inside the loopback-only namespace::
 
     tools/loopback_only.sh pi0-eval --checkpoint runs/tiny/last --backend pi0 --seeds 1000-1019 --out eval.json
 
@@ -33,9 +34,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
+
+if TYPE_CHECKING:
+    from pi0_ros.launch_graph import GraphOptions
 
 
 def parse_seeds(text: str) -> List[int]:
@@ -237,16 +241,19 @@ def other_touches(states: Sequence[Dict[str, Any]], arm: str, obj: str) -> List[
 def run_episodes(driver, seeds: Sequence[int], plan: Plan, timeout: float,
                  log: Callable[[str], None] = print, hold_s: float = 0.0,
                  hold_distance: Optional[float] = None,
-                 check: Optional[Callable[[], None]] = None) -> List[Dict[str, Any]]:
-    """:func:`run_episode` for every seed, each logged in one line. ``check`` runs before each episode and may
-    raise to stop (the graph's liveness check: a dead simulator would otherwise turn every later seed into a
-    failure after a reset timeout)."""
+                 check: Optional[Callable[[], None]] = None,
+                 on_result: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
+    """:func:`run_episode` for every seed, each logged in one line and passed to ``on_result`` (pi0-eval writes
+    its report then). ``check`` runs before each episode and may raise to stop (the graph's liveness check: a
+    dead simulator would otherwise turn every later seed into a failure after a reset timeout)."""
     results = []
     for seed in seeds:
         if check is not None:
             check()
         result, _ = run_episode(driver, seed, plan, timeout, hold_s=hold_s, hold_distance=hold_distance)
         results.append(result)
+        if on_result is not None:
+            on_result(result)
         elapsed = result["time_to_success_s"]
         extra = ("" if result["min_distance_m"] is None else
                  f", distance {result['start_distance_m']:.3f} -> min {result['min_distance_m']:.3f} m")
@@ -334,20 +341,48 @@ def build_parser() -> argparse.ArgumentParser:
                         "within the touch distance (0: first touch only)")
     p.add_argument("--startup-timeout", type=float, default=120.0)
     p.add_argument("--sim-params", default=None)
-    p.add_argument("--out", default=None, help="JSON results file")
+    p.add_argument("--out", default=None,
+                   help="JSON report, rewritten after every episode ('complete' says whether all seeds ran)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the partial report at --out: run only its missing seeds (same setup required)")
     p.add_argument("--label", default=None, help="name in the summary (default: the checkpoint)")
     return p
 
 
+def run_in_graph(options: "GraphOptions", seeds: Sequence[int], plan: Plan, args: argparse.Namespace,
+                 touch_distance: float, log_dir: Path, on_result: Callable[[Dict[str, Any]], None]) -> None:
+    """Start the simulated graph, run ``seeds`` through it (each result to ``on_result``), stop it."""
+    from pi0_ros.embodiment import load_embodiment
+    from pi0_ros.launch_graph import sim_graph
+    from pi0_ros.testing.graph_process import GraphProcesses
+    from pi0_ros.testing.operator import Operator  # rclpy only from here on
+    from pi0_ros.testing.sim_driver import EpisodeDriver
+
+    embodiment = load_embodiment(options.embodiment)
+    with GraphProcesses(sim_graph(options), log_dir=log_dir) as graph, \
+            Operator(embodiment, image_camera=None) as operator:
+        driver = EpisodeDriver(operator, embodiment)
+        try:
+            operator.wait_for(driver.current_state, args.startup_timeout)
+        except TimeoutError:
+            graph.check_alive()
+            raise RuntimeError(f"no /sim_robot/task_state within {args.startup_timeout} s (logs: {log_dir})") from None
+        run_episodes(driver, seeds, plan, args.episode_timeout, hold_s=args.hold, hold_distance=touch_distance,
+                     check=graph.check_alive, on_result=on_result)
+        graph.check_alive()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    from pi0_ros.embodiment import load_embodiment
-    from pi0_ros.launch_graph import GraphOptions, sim_graph
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume and not args.out:
+        parser.error("--resume continues the report named by --out")
+    from pi0_ros.launch_graph import GraphOptions
     from pi0_ros.paths import config_path
     from pi0_ros.sim.config import load_sim_config, write_layout_variant
     from pi0_ros.sim.expert import SKILL_TASKS, parse_tasks
-    from pi0_ros.testing.graph_process import GraphProcesses
+    from pi0_ros.training.eval_report import build_report, finished_episodes, write_report
 
     if os.environ.get("ROS_LOCALHOST_ONLY") != "1":
         print("pi0-eval: run it under tools/loopback_only.sh (ROS discovery must stay on this machine)",
@@ -369,40 +404,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tasks = parse_tasks(args.tasks) if args.tasks else (SKILL_TASKS if args.layout == "fixed" else None)
     plan: Plan = ((lambda seed, state: expert_plan(seed, state, tasks)) if args.instruction == "auto"
                   else fixed_plan(args.instruction, success_check(args.success)))
-    from pi0_ros.testing.operator import Operator  # rclpy only from here on
-    from pi0_ros.testing.sim_driver import EpisodeDriver
+    touch_distance = load_sim_config(config_path("sim.yaml")).task.touch_distance
+    setup = {"label": args.label or args.checkpoint or args.backend, "backend": args.backend,
+             "policy_parameters": extra, "checkpoint": args.checkpoint, "instruction": args.instruction,
+             "layout": args.layout, "tasks": [t.instruction for t in tasks] if tasks else None,
+             "success": args.success, "touch_distance_m": touch_distance, "episode_timeout_s": args.episode_timeout,
+             "hold_s": args.hold, "logs": str(log_dir)}
+    out = Path(args.out) if args.out else None
+    try:
+        earlier = finished_episodes(out, setup, seeds) if args.resume else []
+    except ValueError as exc:
+        print(f"pi0-eval: {exc}", file=sys.stderr)
+        return 2
+    done = {e["seed"]: e for e in earlier}
+    todo = [s for s in seeds if s not in done]
+    if earlier:
+        print(f"pi0-eval: resuming {out}: {len(earlier)} of {len(seeds)} seeds done, {len(todo)} to run")
 
-    embodiment = load_embodiment(options.embodiment)
-    with GraphProcesses(sim_graph(options), log_dir=log_dir) as graph, \
-            Operator(embodiment, image_camera=None) as operator:
-        driver = EpisodeDriver(operator, embodiment)
-        try:
-            operator.wait_for(driver.current_state, args.startup_timeout)
-        except TimeoutError:
-            graph.check_alive()
-            raise RuntimeError(f"no /sim_robot/task_state within {args.startup_timeout} s (logs: {log_dir})") from None
-        touch_distance = load_sim_config(config_path("sim.yaml")).task.touch_distance
-        episodes = run_episodes(driver, seeds, plan, args.episode_timeout, hold_s=args.hold,
-                                hold_distance=touch_distance, check=graph.check_alive)
-        graph.check_alive()
-    summary = summarize(episodes)
-    label = args.label or args.checkpoint or args.backend
-    report = {"label": label, "backend": args.backend, "policy_parameters": extra, "checkpoint": args.checkpoint,
-              "instruction": args.instruction, "layout": args.layout,
-              "tasks": [t.instruction for t in tasks] if tasks else None, "success": args.success,
-              "touch_distance_m": touch_distance, "episode_timeout_s": args.episode_timeout, "hold_s": args.hold,
-              "seeds": seeds,
-              "summary": summary, "episodes": episodes, "logs": str(log_dir)}
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+    def save(result: Dict[str, Any]) -> None:
+        done[result["seed"]] = result
+        if out is not None:
+            write_report(out, build_report(setup, seeds, [done[s] for s in seeds if s in done], len(earlier)))
+
+    if todo:
+        run_in_graph(options, todo, plan, args, touch_distance, log_dir, save)
+    report = build_report(setup, seeds, [done[s] for s in seeds], len(earlier))
+    if out is not None:
+        write_report(out, report)
         from pi0_ros.training.eval_plots import write_plots
 
         for path in write_plots(report, out.with_suffix(""), touch_distance):
             print(f"plot: {path}")
-    print(format_text(summary, label))
+    print(format_text(report["summary"], setup["label"]))
     return 0
 
 
