@@ -25,6 +25,7 @@ from pi0_ros.training.evaluate import (
 
 def test_seed_ranges():
     assert parse_seeds("1000-1002,7") == [1000, 1001, 1002, 7]
+    assert parse_seeds("5,1-3,2,5") == [5, 1, 2, 3]  # a seed named twice runs once
 
 
 def test_success_criteria():
@@ -278,7 +279,8 @@ def test_policy_params_are_typed_like_the_node_expects_and_malformed_ones_are_re
 def _setup(**changes):
     setup = {"label": "ckpt", "backend": "pi0_fast", "checkpoint": "runs/x/best", "policy_parameters": {},
              "instruction": "touch the cube", "layout": "random", "tasks": None, "success": "touched",
-             "touch_distance_m": 0.035, "episode_timeout_s": 15.0, "hold_s": 0.0, "logs": "/tmp/logs"}
+             "touch_distance_m": 0.035, "episode_timeout_s": 15.0, "hold_s": 0.0, "feedback_hz": 50.0,
+             "sim_params": None, "logs": "/tmp/logs"}
     return {**setup, **changes}
 
 
@@ -302,22 +304,29 @@ def test_the_report_is_rewritten_after_every_episode_so_a_stop_keeps_the_finishe
     report = json.loads(out.read_text())
     assert report["complete"] is False and [e["seed"] for e in report["episodes"]] == [0, 5]
     assert report["summary"]["successes"] == 1 and report["summary"]["episodes"] == 2
-    assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]  # no temporary file left behind
-    # --resume: the finished seeds of the same setup (the label and the logs may differ) ...
-    resumed = finished_episodes(out, _setup(label="again", logs="/tmp/other"), seeds)
-    assert [e["seed"] for e in resumed] == [0, 5]
-    assert [e["seed"] for e in finished_episodes(out, _setup(), [5, 7])] == [5]
-    assert finished_episodes(tmp_path / "none.json", _setup(), seeds) == []
-    # ... and never episodes run with another setup, or from a file that is not a report.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json"]  # no temporary file left behind
+    # --resume: the finished seeds of the same setup (the label and the logs may differ) and the earlier logs ...
+    resumed, logs = finished_episodes(out, _setup(label="again", logs="/tmp/other"), seeds)
+    assert [e["seed"] for e in resumed] == [0, 5] and logs == ["/tmp/logs"]
+    assert finished_episodes(tmp_path / "none.json", _setup(), seeds) == ([], [])
+    # ... and never episodes run with another setup, nor a rewrite that would drop finished seeds ...
     with pytest.raises(ValueError, match="episode_timeout_s"):
         finished_episodes(out, _setup(episode_timeout_s=30.0), seeds)
-    with pytest.raises(ValueError, match="policy_parameters"):
-        finished_episodes(out, _setup(policy_parameters={"execute_steps": 5}), seeds)
-    (tmp_path / "bad.json").write_text('{"episodes": ')
-    with pytest.raises(ValueError, match="not a pi0-eval report"):
-        finished_episodes(tmp_path / "bad.json", _setup(), seeds)
+    with pytest.raises(ValueError, match="feedback_hz"):
+        finished_episodes(out, _setup(feedback_hz=100.0), seeds)
+    with pytest.raises(ValueError, match="leaves out"):
+        finished_episodes(out, _setup(), [5, 7])
+    write_report(out, build_report(_setup(policy_parameters={"paused": True}), [0], done[:1]))
+    with pytest.raises(ValueError, match="policy_parameters"):  # True and 1 are different parameter values
+        finished_episodes(out, _setup(policy_parameters={"paused": 1}), [0])
+    # ... nor a file that is not a report.
+    for text in ('{"episodes": ', '{"episodes": null}', '{"episodes": [{"seed": 1}]}'):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(ValueError, match="not a pi0-eval report"):
+            finished_episodes(tmp_path / "bad.json", _setup(), seeds)
     complete = build_report(_setup(), [0, 5], resumed, resumed_episodes=2)
     assert complete["complete"] is True and complete["resumed_episodes"] == 2
+    assert oct(out.stat().st_mode & 0o777) == oct(0o644)
 
 
 def test_pi0_eval_resume_runs_only_the_missing_seeds(tmp_path, monkeypatch):
@@ -328,11 +337,18 @@ def test_pi0_eval_resume_runs_only_the_missing_seeds(tmp_path, monkeypatch):
     from pi0_ros.training.eval_report import build_report, write_report
 
     monkeypatch.setenv("ROS_LOCALHOST_ONLY", "1")
-    ran = []
+    ran, crash_after = [], [1]
 
     def fake_graph(options, seeds, plan, args, touch_distance, log_dir, on_result):
         ran.append(list(seeds))
-        run_episodes(FakeDriver(), seeds, plan, 0.01, log=lambda m: None, on_result=on_result)
+
+        def check():  # the simulator dies after `crash_after` episodes of this run
+            if crash_after and len(ran_here) == crash_after[0]:
+                raise RuntimeError("node sim_robot exited with -11")
+
+        ran_here = []
+        run_episodes(FakeDriver(), seeds, plan, 0.01, log=lambda m: None, check=check,
+                     on_result=lambda r: (ran_here.append(r), on_result(r)))
 
     monkeypatch.setattr(evaluate, "run_in_graph", fake_graph)
     setup = _setup(backend="scripted", checkpoint=None, instruction="touch the cube", layout="fixed",
@@ -344,12 +360,17 @@ def test_pi0_eval_resume_runs_only_the_missing_seeds(tmp_path, monkeypatch):
     write_report(out, build_report(setup, [0, 5, 2, 9], earlier))
     argv = ["--backend", "scripted", "--instruction", "touch the cube", "--layout", "fixed", "--seeds", "0,5,2,9",
             "--episode-timeout", "15", "--out", str(out), "--resume"]
+    with pytest.raises(RuntimeError):  # stopped after one of the two missing seeds: that one is kept
+        evaluate.main(argv)
+    partial = json.loads(out.read_text())
+    assert partial["complete"] is False and [e["seed"] for e in partial["episodes"]] == [0, 5, 2]
+    crash_after.clear()
     assert evaluate.main(argv) == 0
-    assert ran == [[2, 9]]
+    assert ran == [[2, 9], [9]]
     report = json.loads(out.read_text())
-    assert report["complete"] is True and report["resumed_episodes"] == 2
+    assert report["complete"] is True and report["resumed_episodes"] == 3 and len(report["earlier_logs"]) == 2
     assert [e["seed"] for e in report["episodes"]] == [0, 5, 2, 9] and report["summary"]["successes"] == 2
     # another setup is refused before anything runs; --resume needs the report's path
-    assert evaluate.main(argv[:-4] + ["30", "--out", str(out), "--resume"]) == 2 and ran == [[2, 9]]
+    assert evaluate.main(argv[:-4] + ["30", "--out", str(out), "--resume"]) == 2 and len(ran) == 2
     with pytest.raises(SystemExit):
         evaluate.main(["--resume"])

@@ -12,13 +12,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from pi0_ros.training.evaluate import summarize
 
+# What summarize() and the plots read from every episode.
+REQUIRED_EPISODE_KEYS = frozenset({"seed", "success", "reset_ok", "faults", "time_to_success_s"})
+
 # What decides an episode's outcome besides its seed: a report made with other values cannot be continued.
+# (The checkpoint is compared by its path: one retrained into the same directory is not told apart.)
 SETUP_KEYS = ("backend", "checkpoint", "policy_parameters", "instruction", "layout", "tasks", "success",
-              "touch_distance_m", "episode_timeout_s", "hold_s")
+              "touch_distance_m", "episode_timeout_s", "hold_s", "feedback_hz", "sim_params")
 
 
 def build_report(setup: Dict[str, Any], seeds: Sequence[int], episodes: List[Dict[str, Any]],
@@ -31,35 +35,48 @@ def build_report(setup: Dict[str, Any], seeds: Sequence[int], episodes: List[Dic
 
 
 def write_report(path: Path, report: Dict[str, Any]) -> None:
-    """Write ``report`` to ``path`` atomically (a reader sees the old file or the new one, never a part)."""
+    """Write ``report`` to ``path`` atomically (a reader sees the old file or the new one, never a part) and
+    durably (on disk before it replaces the old one, so that a power cut leaves one of the two)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # as an ordinary file (mkstemp makes it private)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
-def finished_episodes(path: Path, setup: Dict[str, Any], seeds: Sequence[int]) -> List[Dict[str, Any]]:
-    """The episodes of the report at ``path`` whose seed is among ``seeds`` (for ``--resume``); none when there
-    is no report yet. Raises ValueError when the report cannot be read or was made with another setup."""
+def finished_episodes(path: Path, setup: Dict[str, Any],
+                      seeds: Sequence[int]) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """For ``--resume``: the episodes of the report at ``path`` (none when there is no report yet) and the log
+    folders of the runs that made them. Raises ValueError when the file is not a report, was made with another
+    setup, or holds seeds that ``seeds`` leaves out (rewriting it would drop them)."""
     if not path.exists():
-        return []
+        return [], []
     try:
         with open(path, encoding="utf-8") as f:
             earlier = json.load(f)
         episodes = earlier["episodes"]
+        if not (isinstance(episodes, list)
+                and all(isinstance(e, dict) and REQUIRED_EPISODE_KEYS <= e.keys() for e in episodes)):
+            raise ValueError(f"'episodes' is not a list of episodes with {sorted(REQUIRED_EPISODE_KEYS)}")
+        logs = list(earlier.get("earlier_logs") or []) + ([earlier["logs"]] if earlier.get("logs") else [])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a pi0-eval report that can be resumed ({exc})") from None
-    # JSON round trip: compare the setup as it will be stored (tuples become lists).
-    current = json.loads(json.dumps({k: setup.get(k) for k in SETUP_KEYS}))
-    differing = [k for k in SETUP_KEYS if earlier.get(k) != current[k]]
+    # Compared as stored (JSON, sorted keys): True, 1 and 1.0 are different ROS parameter values.
+    as_stored = {k: json.dumps(earlier.get(k), sort_keys=True) for k in SETUP_KEYS}
+    differing = [k for k in SETUP_KEYS if as_stored[k] != json.dumps(setup.get(k), sort_keys=True)]
     if differing:
         raise ValueError(f"{path} was made with another setup ({', '.join(differing)} differ: "
-                         + "; ".join(f"{k}: {earlier.get(k)!r} there, {current[k]!r} now" for k in differing)
+                         + "; ".join(f"{k}: {earlier.get(k)!r} there, {setup.get(k)!r} now" for k in differing)
                          + "); give another --out or the same options")
-    wanted = set(seeds)
-    return [e for e in episodes if e.get("seed") in wanted]
+    left_out = sorted({e["seed"] for e in episodes} - set(seeds))
+    if left_out:
+        raise ValueError(f"{path} holds seeds that --seeds leaves out ({left_out[:10]}"
+                         f"{' ...' if len(left_out) > 10 else ''}); resuming would drop them: give them too")
+    return episodes, logs

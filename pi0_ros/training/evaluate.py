@@ -43,12 +43,13 @@ if TYPE_CHECKING:
 
 
 def parse_seeds(text: str) -> List[int]:
-    """'1000-1004,2000' -> [1000, 1001, 1002, 1003, 1004, 2000]."""
+    """'1000-1004,2000' -> [1000, 1001, 1002, 1003, 1004, 2000]; a seed named twice runs once (its episode is the
+    same, and counting it twice would weigh it double in the summary)."""
     seeds: List[int] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         lo, _, hi = part.partition("-")
         seeds.extend(range(int(lo), int(hi or lo) + 1))
-    return seeds
+    return list(dict.fromkeys(seeds))
 
 
 def success_check(spec: str) -> Callable[[Dict[str, Any]], bool]:
@@ -344,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="JSON report, rewritten after every episode ('complete' says whether all seeds ran)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the partial report at --out: run only its missing seeds (same setup required)")
+                   help="continue the partial report at --out: run only its missing seeds (the same options "
+                        "required; the checkpoint is compared by its path)")
     p.add_argument("--label", default=None, help="name in the summary (default: the checkpoint)")
     return p
 
@@ -409,10 +411,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              "policy_parameters": extra, "checkpoint": args.checkpoint, "instruction": args.instruction,
              "layout": args.layout, "tasks": [t.instruction for t in tasks] if tasks else None,
              "success": args.success, "touch_distance_m": touch_distance, "episode_timeout_s": args.episode_timeout,
-             "hold_s": args.hold, "logs": str(log_dir)}
+             "hold_s": args.hold, "feedback_hz": args.feedback_hz, "sim_params": args.sim_params,
+             "logs": str(log_dir)}
     out = Path(args.out) if args.out else None
     try:
-        earlier = finished_episodes(out, setup, seeds) if args.resume else []
+        earlier, setup["earlier_logs"] = finished_episodes(out, setup, seeds) if args.resume else ([], [])
     except ValueError as exc:
         print(f"pi0-eval: {exc}", file=sys.stderr)
         return 2
