@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Record the language-conditioned touch skill's demonstrations as the pi0-FAST attempts in BENCHMARKS.md did (the
-# fourth and the sixth to eighth attempts): nominal starts from seed 0, perturbed starts from seed 2000, a held-
-# out set for the training's held-out loss from seed 1000, then a JPEG-60 copy of the first 200 kept episodes for
-# the device (its uploads hold 64 MiB). Run from the repository root on the dev machine with nothing else running
-# (the expert's success rate depends on the graph keeping its rates). About 30 minutes with the default counts.
+# fourth and the sixth to eighth attempts): nominal starts from seed 0, perturbed starts from seed 2000, a
+# held-out set for the training's held-out loss from seed 1000, then a JPEG-60 copy of the first 200 kept episodes
+# for the device (its uploads hold 64 MiB). Run from the repository root on the dev machine with nothing else
+# running (the expert's success rate depends on the graph keeping its rates). About 30 minutes with the default
+# counts.
 #
 #   bench/collect_skill_data.sh [ROOT [NOMINAL PERTURBED HELD_OUT]]     (defaults: build/skill 110 112 6)
 #
