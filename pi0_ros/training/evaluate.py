@@ -424,14 +424,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if earlier:
         print(f"pi0-eval: resuming {out}: {len(earlier)} of {len(seeds)} seeds done, {len(todo)} to run")
 
+    def current_report() -> Dict[str, Any]:
+        return build_report(setup, seeds, [done[s] for s in seeds if s in done], len(earlier))
+
     def save(result: Dict[str, Any]) -> None:
         done[result["seed"]] = result
         if out is not None:
-            write_report(out, build_report(setup, seeds, [done[s] for s in seeds if s in done], len(earlier)))
+            write_report(out, current_report())
 
     if todo:
         run_in_graph(options, todo, plan, args, touch_distance, log_dir, save)
-    report = build_report(setup, seeds, [done[s] for s in seeds], len(earlier))
+    report = current_report()
     if out is not None:
         write_report(out, report)
         from pi0_ros.training.eval_plots import write_plots
