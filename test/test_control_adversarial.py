@@ -224,3 +224,31 @@ def test_policy_mode_needs_a_policy(emb):
     assert core.request_mode("hold") == (True, "")
     with pytest.raises(ValueError, match="policy_backend"):
         _core(emb, mode="policy")
+
+
+@pytest.mark.parametrize("glitch", [1.0, 100.0], ids=["jump-within-limits", "beyond-limits"])
+def test_one_glitched_feedback_sample_moves_no_command(emb, glitch):
+    # Commands stay within a step of the measured position, so a believed encoder glitch would drag them
+    # (and open a gripper squeezing an object) in one tick. The glitch must not be believed.
+    core = _core(emb)
+    held = {g: emb.groups[g].home.copy() for g in GROUPS}
+    held["left_gripper"] = np.array([0.0])
+    now = 1.0
+    for _ in range(50):
+        now += DT
+        for g in GROUPS:
+            core.on_joint_state(g, emb.groups[g].joints, held[g], now)
+        before = {g: c.position.copy() for g, c in core.tick(now).commands.items()}
+    bad_arm = held["left_arm"].copy()
+    bad_arm[0] += glitch
+    for reading in ({"left_arm": bad_arm, "left_gripper": np.array([100.0 * glitch])}, {}):
+        now += DT
+        for g in GROUPS:
+            core.on_joint_state(g, emb.groups[g].joints, reading.get(g, held[g]), now)
+        result = core.tick(now)
+        assert result.mode == "hold"
+        for g in GROUPS:
+            allowed = emb.groups[g].velocity_limits * core.config.safety.speed_scale * DT
+            assert np.all(np.abs(result.commands[g].position - before[g]) <= allowed + 1e-9), g
+            before[g] = result.commands[g].position.copy()
+    np.testing.assert_allclose(before["left_gripper"], [0.0])

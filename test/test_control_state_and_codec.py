@@ -20,9 +20,9 @@ def test_joint_state_mapped_by_name_not_position(emb):
     arm = emb.groups["left_arm"]
     tracker = RobotStateTracker([arm])
     names = list(reversed(arm.joints)) + ["unrelated_joint"]
-    values = list(reversed(range(7))) + [99.0]
+    values = list(reversed(np.arange(7) * 0.05)) + [99.0]
     assert tracker.update("left_arm", names, values, now=1.0) is None
-    np.testing.assert_array_equal(tracker.measured("left_arm"), np.arange(7.0))
+    np.testing.assert_array_equal(tracker.measured("left_arm"), np.arange(7) * 0.05)
 
 
 def test_joint_state_refusals_keep_last_good_reading_and_report_fault(emb):
@@ -34,9 +34,47 @@ def test_joint_state_refusals_keep_last_good_reading_and_report_fault(emb):
     assert "non-finite" in tracker.update("left_arm", arm.joints, [np.nan] + [1.0] * 6, now=0.1)
     np.testing.assert_array_equal(tracker.measured("left_arm"), np.zeros(7))
     assert tracker.faults(0.15, max_age_s=0.2) == ["joint_state_invalid:left_arm"]
-    tracker.update("left_arm", arm.joints, np.ones(7), now=0.2)
+    assert tracker.update("left_arm", arm.joints, np.full(7, 0.1), now=0.2) is None
     assert tracker.faults(0.25, max_age_s=0.2) == []
     assert tracker.faults(0.5, max_age_s=0.2) == ["joint_state_stale:left_arm"]
+
+
+def test_feedback_beyond_the_limits_is_refused(emb):
+    arm, gripper = emb.groups["left_arm"], emb.groups["left_gripper"]
+    tracker = RobotStateTracker([arm, gripper])
+    lower, upper = arm.position_limits[0]
+    inside = arm.home.copy()
+    inside[0] = upper + 0.04 * (upper - lower)  # within the 5 % tolerance (calibration slack at a hard stop)
+    assert tracker.update("left_arm", arm.joints, inside, now=0.0) is None
+    glitch = arm.home.copy()
+    glitch[0] = 100.0
+    problem = tracker.update("left_arm", arm.joints, glitch, now=0.02)
+    assert "left_arm_joint1 at 100 beyond its limits" in problem
+    np.testing.assert_array_equal(tracker.measured("left_arm"), inside)
+    assert tracker.faults(0.03, max_age_s=0.2, groups=["left_arm"]) == ["joint_state_invalid:left_arm"]
+    assert "beyond its limits" in tracker.update("left_gripper", [], [250.0], now=0.0)
+
+
+def test_a_jump_is_used_only_once_the_next_message_confirms_it(emb):
+    arm = emb.groups["left_arm"]
+    tracker = RobotStateTracker([arm])
+    home = arm.home.copy()
+    tracker.update("left_arm", arm.joints, home, now=0.0)
+    # Joint 3 may move 8.38 rad/s x (0.02 + 0.05) s = 0.59 rad here: 0.8 rad in 20 ms is a glitch until confirmed.
+    spike = home.copy()
+    spike[2] += 0.8
+    assert "left_arm_joint3 jumped +0.8" in tracker.update("left_arm", arm.joints, spike, now=0.02)
+    np.testing.assert_array_equal(tracker.measured("left_arm"), home)
+    assert tracker.faults(0.03, max_age_s=0.2) == []  # held back, not a fault: the last good reading stays
+    assert tracker.update("left_arm", arm.joints, home, now=0.04) is None  # the spike was a glitch
+    np.testing.assert_array_equal(tracker.measured("left_arm"), home)
+    # A real displacement: the next message agrees with the jumped one, so it is taken.
+    assert tracker.update("left_arm", arm.joints, spike, now=0.06) is not None
+    assert tracker.update("left_arm", arm.joints, spike + 0.01, now=0.08) is None
+    np.testing.assert_allclose(tracker.measured("left_arm"), spike + 0.01)
+    assert tracker.held_back == 2 and tracker.refused == 0
+    # Slower than the limits allow, nothing is held back, however far it goes over time.
+    assert tracker.update("left_arm", arm.joints, spike + 0.5, now=0.28) is None
 
 
 def test_unnamed_single_gripper_value_is_the_stroke(emb):

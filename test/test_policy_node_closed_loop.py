@@ -247,6 +247,14 @@ def test_switches_watchdogs_and_final_hold(ros, node_factory):
         assert np.max(np.abs(last - robot.q[g])) < 0.05
 
 
+def test_policy_mode_without_a_policy_is_refused_not_ignored(ros, node_factory):
+    node = node_factory(policy_backend="", control_mode="hold")
+    result = node.set_parameters([Parameter("control_mode", value="policy")])[0]
+    assert not result.successful and "no policy configured" in result.reason
+    assert node.get_parameter("control_mode").value == "hold" and node.core.modes.requested == "hold"
+    assert node.set_parameters([Parameter("control_mode", value="teleop")])[0].successful
+
+
 def test_unreachable_teleop_pose_goal_is_held_without_crash(ros, node_factory):
     robot, _ = ros
     # About IK failures, not staleness: the stand-in robot shares this process's executor, so on a loaded

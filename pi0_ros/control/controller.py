@@ -18,7 +18,7 @@ from pi0_ros.control.action_codec import ActionDecoder
 from pi0_ros.control.chunking import Chunk, ChunkStrategy, make_strategy
 from pi0_ros.control.inference import InferenceRequest, InferenceWorker
 from pi0_ros.control.kinematics import ArmIK, ChainFK, arm_fk
-from pi0_ros.control.modes import ModeMachine
+from pi0_ros.control.modes import ModeMachine, mode_problem
 from pi0_ros.control.robot_state import RobotStateTracker, build_state_vector
 from pi0_ros.control.safety import (
     GroupCommand,
@@ -167,11 +167,18 @@ class ControlCore:
         with self._lock:
             self.instruction = text
 
+    def mode_problem(self, mode: object) -> Optional[str]:
+        """Why ``mode`` cannot be requested on this core (None when it can)."""
+        if mode == "policy" and self.worker is None:
+            return "no policy configured (set policy_backend at start-up); teleop and hold work without one"
+        return mode_problem(mode)
+
     def request_mode(self, mode: object) -> Tuple[bool, str]:
         """Change the requested mode (validated)."""
         with self._lock:
-            if mode == "policy" and self.worker is None:
-                return False, "no policy configured (set policy_backend at start-up); teleop and hold work without one"
+            problem = self.mode_problem(mode)
+            if problem:
+                return False, problem
             before = self.modes.requested
             accepted, reason = self.modes.request(mode)
             if accepted and mode == "policy" and before != "policy":

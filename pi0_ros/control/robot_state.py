@@ -2,8 +2,14 @@
 
 Joint states are matched by joint NAME, never by their position in the message: a driver that
 publishes the joints in another order, or extra joints, still maps correctly. A message that cannot
-be mapped or carries NaN/inf is refused with a reason and leaves the last good reading in place;
-the group is then reported as faulted until a good message arrives.
+be mapped, carries NaN/inf or puts a joint beyond its limits (by more than a tolerance) is refused with
+a reason and leaves the last good reading in place; the group is then reported as faulted until a good
+message arrives.
+
+A reading that jumps further from the last good one than the joints' velocity limits allow in the time
+between them is held back, not used, until the next reading confirms it: one glitched encoder sample
+must not drag the commands (which stay within a step of the measured position) across the workspace,
+while a real displacement (the arm pushed, a reset in simulation) is taken one message later.
 """
 
 from __future__ import annotations
@@ -25,14 +31,29 @@ class GroupReading:
     received: float  # monotonic time of arrival
 
 
-class RobotStateTracker:
-    """Latest joint feedback per group, mapped by name, with ages and NaN faults."""
+@dataclass(frozen=True)
+class FeedbackPlausibility:
+    """What joint feedback may look like before it is believed."""
 
-    def __init__(self, groups: Sequence[JointGroup]):
+    limit_tolerance: float = 0.05  # a reading may lie this fraction of the joint's range beyond a limit
+    # A reading may differ from the previous one by velocity limit x factor x (arrival gap + slack). Arrival
+    # gaps only shrink for messages queued behind a stalled executor, and those are consecutive samples
+    # (at most one driver period apart), so the slack covers any driver publishing at 20 Hz or faster.
+    jump_speed_factor: float = 1.0
+    jump_slack_s: float = 0.05
+
+
+class RobotStateTracker:
+    """Latest joint feedback per group, mapped by name, with ages and faults for refused messages."""
+
+    def __init__(self, groups: Sequence[JointGroup], plausibility: FeedbackPlausibility = FeedbackPlausibility()):
         self.groups: Dict[str, JointGroup] = {g.name: g for g in groups}
+        self.plausibility = plausibility
         self._latest: Dict[str, GroupReading] = {}
+        self._unconfirmed: Dict[str, GroupReading] = {}  # group -> a jumped reading waiting for the next one
         self._bad: Dict[str, str] = {}  # group -> why its last message was refused
         self.refused = 0
+        self.held_back = 0
 
     def update(self, group: str, names: Sequence[str], positions: Sequence[float], now: float) -> Optional[str]:
         """Take one JointState's names/positions; return None, or why the message was refused."""
@@ -61,13 +82,47 @@ class RobotStateTracker:
                 mapped = values[[index[j] for j in spec.joints]]
         if problem is None and not np.all(np.isfinite(mapped)):
             problem = f"{group}: non-finite joint position {mapped.tolist()}"
+        if problem is None:
+            problem = self._beyond_limits(spec, mapped)
         if problem is not None:
             self._bad[group] = problem
             self.refused += 1
             return problem
         self._bad.pop(group, None)
-        self._latest[group] = GroupReading(mapped, now)
+        reading = GroupReading(mapped, now)
+        jump = self._implausible_jump(spec, self._latest.get(group), reading)
+        pending = self._unconfirmed.get(group)
+        if jump is not None and (pending is None or self._implausible_jump(spec, pending, reading) is not None):
+            self._unconfirmed[group] = reading
+            self.held_back += 1
+            return jump
+        self._unconfirmed.pop(group, None)
+        self._latest[group] = reading
         return None
+
+    def _beyond_limits(self, spec: JointGroup, q: np.ndarray) -> Optional[str]:
+        lower, upper = spec.position_limits[:, 0], spec.position_limits[:, 1]
+        tolerance = self.plausibility.limit_tolerance * (upper - lower)
+        outside = np.flatnonzero((q < lower - tolerance) | (q > upper + tolerance))
+        if outside.size == 0:
+            return None
+        return f"{spec.name}: " + ", ".join(f"{spec.joints[i]} at {q[i]:.4g} beyond its limits "
+                                            f"[{lower[i]:.4g}, {upper[i]:.4g}]" for i in outside)
+
+    def _implausible_jump(self, spec: JointGroup, before: Optional[GroupReading], after: GroupReading
+                          ) -> Optional[str]:
+        """Why ``after`` cannot follow ``before`` at the joints' speeds (None when it can, or without ``before``)."""
+        if before is None:
+            return None  # the first reading: only the limits apply
+        p = self.plausibility
+        allowed = spec.velocity_limits * p.jump_speed_factor * (max(after.received - before.received, 0.0)
+                                                                + p.jump_slack_s)
+        jumped = np.flatnonzero(np.abs(after.positions - before.positions) > allowed)
+        if jumped.size == 0:
+            return None
+        i = int(jumped[0])
+        return (f"{spec.name}: {spec.joints[i]} jumped {after.positions[i] - before.positions[i]:+.4g} in "
+                f"{after.received - before.received:.3f} s; held back until the next message confirms it")
 
     def reading(self, group: str) -> Optional[GroupReading]:
         """The latest good reading of a group, or None before the first one."""

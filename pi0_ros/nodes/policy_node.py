@@ -303,7 +303,8 @@ class PolicyNode(Node):
         # Validate everything first, then apply: a refused batch changes nothing.
         for param in params:
             if param.name == "control_mode":
-                problem = mode_problem(param.value)
+                # The core's check: 'policy' is refused here, not silently ignored, when no policy is configured.
+                problem = self.core.mode_problem(param.value)
                 if problem:
                     return SetParametersResult(successful=False, reason=problem)
             elif param.name == "paused" and not isinstance(param.value, bool):
