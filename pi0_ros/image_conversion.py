@@ -14,9 +14,9 @@ from typing import Dict, Tuple
 
 import cv2
 import numpy as np
+import simplejpeg
 
 JPEG_MAGIC = b"\xff\xd8"
-JPEG_END = b"\xff\xd9"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -115,16 +115,18 @@ def decode_compressed(data: bytes | bytearray | memoryview | np.ndarray) -> np.n
     """RGB uint8 image from JPEG or PNG bytes (the format is read from the payload, not trusted from a field)."""
     buf = _as_bytes(data)
     if buf.startswith(JPEG_MAGIC):
-        # libjpeg "decodes" a truncated file by filling the missing rows with grey; a complete JPEG
-        # ends with the EOI marker (some encoders pad a few zero bytes after it).
-        if not buf.rstrip(b"\x00").endswith(JPEG_END):
-            raise ImageDecodeError(f"JPEG payload of {len(buf)} bytes is truncated (no end-of-image marker)")
-    elif not buf.startswith(PNG_MAGIC):
+        # libjpeg "decodes" damaged data (a truncated file, a USB camera's dropped packets) with only a
+        # warning, filling the rest with grey or garbage; strict decoding turns those warnings into errors.
+        try:
+            return simplejpeg.decode_jpeg(buf, colorspace="RGB", strict=True)
+        except ValueError as error:
+            raise ImageDecodeError(f"could not decode the {len(buf)}-byte JPEG: {error}") from None
+    if not buf.startswith(PNG_MAGIC):
         head = buf[:8].hex() if buf else "empty"
         raise ImageDecodeError(f"payload is neither JPEG nor PNG (starts with {head})")
     image = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise ImageDecodeError(f"could not decode the {len(buf)}-byte compressed image (corrupt data)")
+        raise ImageDecodeError(f"could not decode the {len(buf)}-byte PNG (corrupt data)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

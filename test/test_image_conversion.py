@@ -130,14 +130,22 @@ def test_jpeg_quality_changes_size(rgb):
 @pytest.mark.parametrize("payload, reason", [
     (b"", "neither JPEG nor PNG"),
     (b"GIF89a....", "neither JPEG nor PNG"),
-    ("truncated-jpeg", "truncated"),
+    ("truncated-jpeg", "Premature end of JPEG file"),
     ("corrupt-jpeg", "could not decode"),
+    # Intact headers and end marker, damaged entropy-coded data (a camera's dropped packets): libjpeg
+    # only warns and returns a garbled image.
+    ("cut-jpeg-with-end-marker", "Corrupt JPEG data"),
+    ("zeroed-middle-jpeg", "Corrupt JPEG data"),
     ("truncated-png", "could not decode"),
 ])
 def test_malformed_compressed_payloads_raise(rgb, payload, reason):
-    jpeg, png = encode_compressed(rgb, "jpeg"), encode_compressed(rgb, "png")
-    payload = {"truncated-jpeg": jpeg[: len(jpeg) // 2],
+    # Tiled so that half of the JPEG lies past its headers (~600 bytes).
+    jpeg, png = encode_compressed(np.tile(rgb, (4, 4, 1)), "jpeg"), encode_compressed(rgb, "png")
+    middle = len(jpeg) // 2
+    payload = {"truncated-jpeg": jpeg[:middle],
                "corrupt-jpeg": jpeg[:2] + b"\x00" * (len(jpeg) - 4) + jpeg[-2:],
+               "cut-jpeg-with-end-marker": jpeg[:middle] + b"\xff\xd9",
+               "zeroed-middle-jpeg": jpeg[:middle] + bytes(200) + jpeg[middle + 200:],
                "truncated-png": png[: len(png) // 2]}.get(payload, payload)
     with pytest.raises(ImageDecodeError, match=reason):
         decode_compressed(payload)
