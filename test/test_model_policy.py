@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from pi0_ros.model import make_checkpoint
+from pi0_ros.model.checkpoint import CheckpointError
 from pi0_ros.model.policy import Pi0Policy
 from pi0_ros.model.tokenizer import PromptTooLongError
 from pi0_ros.policy_api import Policy, PolicyInputError, PolicyOutputError
@@ -117,6 +121,20 @@ def test_non_finite_model_output_never_leaves_the_policy(ckpt_dir):
         policy.model.action_out_proj.bias[0] = float("nan")
     with pytest.raises(PolicyOutputError):
         policy.infer(observation(), seed=0)
+
+
+@pytest.mark.parametrize("key, dropped", [("state", "q01"), ("actions", "q99")])
+def test_quantile_checkpoint_without_quantiles_is_refused_at_load(ckpt_dir, tmp_path, key, dropped):
+    bad_dir = tmp_path / "no_quantiles"
+    shutil.copytree(ckpt_dir, bad_dir)
+    config = json.loads((bad_dir / "config.json").read_text())
+    config["policy"]["normalization"] = "quantile"
+    (bad_dir / "config.json").write_text(json.dumps(config))
+    stats = json.loads((bad_dir / "norm_stats.json").read_text())
+    del stats["norm_stats"][key][dropped]
+    (bad_dir / "norm_stats.json").write_text(json.dumps(stats))
+    with pytest.raises(CheckpointError, match=f"{key!r} lack {dropped}"):
+        Pi0Policy.from_checkpoint(str(bad_dir), device="cpu")
 
 
 def test_make_checkpoint_rejects_inconsistent_settings(tmp_path):

@@ -86,6 +86,19 @@ def test_openpi_norm_stats_json_round_trip(tmp_path):
         load_norm_stats(tmp_path / "bad.json")
 
 
+@pytest.mark.parametrize("entry, match", [
+    ([0.0, 1.0], "'state' must be an object"),
+    ({"std": [1.0]}, "'state' lack mean"),
+    ({"mean": [0.0]}, "'state' lack std"),
+])
+def test_malformed_norm_stats_entry_names_the_file_and_key(tmp_path, entry, match):
+    path = tmp_path / "norm_stats.json"
+    path.write_text(json.dumps({"norm_stats": {"state": entry, "actions": {"mean": [0.0], "std": [1.0]}}}))
+    with pytest.raises(ValueError, match=match) as raised:
+        load_norm_stats(path)
+    assert str(path) in str(raised.value)
+
+
 def test_padding_and_delta_conversion():
     padded = at.pad_to(np.ones((4, 3)), 8)
     assert padded.shape == (4, 8) and padded[:, 3:].sum() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -370,6 +371,39 @@ def test_server_killed_mid_request_then_restarted(tmp_path):
             for process in processes:
                 process.kill()
                 process.wait(TIMEOUT_S)
+
+
+def test_stalled_server_cannot_block_sending_a_large_request():
+    port = _free_port()
+    with tempfile.TemporaryFile() as log, _remote(port, reply_timeout_s=1.0, backoff_initial_s=0.1) as policy:
+        process = _spawn_pi0_serve(port, delay_s=0.0, log=log)
+        try:
+            policy.connect()
+            # Alive but not reading (hung process): ~8 MB of images outgrow the socket buffers, so send() blocks.
+            os.kill(process.pid, signal.SIGSTOP)
+            outcome: Dict[str, BaseException] = {}
+
+            def call() -> None:
+                try:
+                    policy.infer(_observation(images=_images(720, 1280)))
+                except BaseException as exc:  # inspected below
+                    outcome["error"] = exc
+
+            caller = threading.Thread(target=call, daemon=True)
+            caller.start()
+            caller.join(30)
+            assert not caller.is_alive(), "infer() kept sending to a stalled server"
+            error = outcome.get("error")
+            assert isinstance(error, PolicyServerUnavailable) and "no reply within 1.0 s" in str(error), error
+            assert not policy.connected
+
+            os.kill(process.pid, signal.SIGCONT)
+            time.sleep(policy.next_retry_in_s)
+            np.testing.assert_array_equal(policy.infer(_observation(state=[6.0]))["actions"][:, 0], [6.0] * HORIZON)
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+            process.kill()
+            process.wait(TIMEOUT_S)
 
 
 def test_rtc_request_is_forwarded_only_when_configured(minimal_server):

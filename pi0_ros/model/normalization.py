@@ -93,6 +93,11 @@ def load_norm_stats(path: str | os.PathLike) -> Dict[str, NormStats]:
         raise ValueError(f"{path}: no 'norm_stats' object")
     out = {}
     for key, value in data["norm_stats"].items():
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: norm stats for {key!r} must be an object, got {type(value).__name__}")
+        missing = [name for name in ("mean", "std") if value.get(name) is None]
+        if missing:
+            raise ValueError(f"{path}: norm stats for {key!r} lack {' and '.join(missing)}")
         try:
             out[key] = NormStats(**{k: value.get(k) for k in ("mean", "std", "q01", "q99")})
         except (TypeError, ValueError) as err:

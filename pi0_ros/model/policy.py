@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pi0_ros.model import action_transforms, image_transforms, rtc
-from pi0_ros.model.checkpoint import Checkpoint, build_model, read_checkpoint
+from pi0_ros.model.checkpoint import Checkpoint, CheckpointError, build_model, read_checkpoint
 from pi0_ros.model.normalization import MODES, normalize, unnormalize
 from pi0_ros.model.pi0 import Pi0Inputs, Pi0Model
 from pi0_ros.model.tokenizer import PromptTokenizer
@@ -122,8 +122,14 @@ class Pi0Policy:
         for key, dim in (("state", cfg.state_dim), ("actions", cfg.action_dim)):
             if key not in ckpt.norm_stats:
                 raise ValueError(f"norm stats have no {key!r} entry")
-            if ckpt.norm_stats[key].dim != dim:
-                raise ValueError(f"norm stats {key!r} have {ckpt.norm_stats[key].dim} dims, expected {dim}")
+            stats = ckpt.norm_stats[key]
+            if stats.dim != dim:
+                raise ValueError(f"norm stats {key!r} have {stats.dim} dims, expected {dim}")
+            # Refused here, not at the first inference: otherwise the checkpoint loads and every call fails.
+            missing = [name for name in ("q01", "q99") if getattr(stats, name) is None]
+            if cfg.normalization == "quantile" and missing:
+                raise CheckpointError(f"quantile normalization needs q01 and q99, but norm stats {key!r} "
+                                      f"lack {' and '.join(missing)}")
 
     @property
     def metadata(self) -> Dict[str, Any]:

@@ -1,7 +1,7 @@
 """A ``Policy`` that runs on a remote openpi-protocol server (``pi0-serve`` or openpi's ``serve_policy.py``).
 
 It is called from the policy node's worker thread, so it uses the synchronous websockets client.
-Every way the server can be unreachable (refused, timed out on connect or on a reply, closed
+Every way the server can be unreachable (refused, timed out on connect or on a request, closed
 mid-request) raises ``PolicyServerUnavailable``, a ``RuntimeError`` the node's safety layer turns
 into a hold. After a failure the next connection attempt waits for an exponentially growing
 backoff window; calls inside the window fail at once instead of blocking the control loop.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import socket
 import threading
 import time
 from typing import Any, Dict, Optional
@@ -52,7 +53,8 @@ class RemotePolicyConfig:
     port: int = 8000
     uri: Optional[str] = None  # overrides host/port, e.g. "wss://gpu-box:8443/"
     api_key: Optional[str] = None
-    # Our camera name -> server image key; empty: our names, unchanged.
+    # Our camera name -> server image key (a camera not named here is not sent: a server that takes fewer
+    # cameras than the robot has); empty: our names, unchanged.
     camera_keys: Dict[str, str] = dataclasses.field(default_factory=dict)
     images_key: Optional[str] = "images"  # None: image keys at the top level of the request
     image_layout: str = "HWC"
@@ -65,7 +67,7 @@ class RemotePolicyConfig:
     rtc_key: Optional[str] = None
     actions_key: str = "actions"
     connect_timeout_s: float = 5.0
-    reply_timeout_s: float = 10.0
+    reply_timeout_s: float = 10.0  # the whole request: sending the observation and waiting for the reply
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 10.0
     max_message_bytes: int = 8 * 2**20
@@ -105,6 +107,15 @@ class RemotePolicyConfig:
 
 def _supported_connect_kwargs() -> frozenset:
     return frozenset(inspect.signature(ws_client.connect).parameters)
+
+
+def _shut_down(connection: ws_client.ClientConnection, expired: threading.Event) -> None:
+    """Unblock a send() stuck on a server that does not read: any call on the socket now fails."""
+    expired.set()
+    try:
+        connection.socket.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: the blocked call has failed on its own
 
 
 class RemotePolicy:
@@ -159,13 +170,28 @@ class RemotePolicy:
         with self._lock:
             connection = self._ensure_connected()
             sent = time.perf_counter()
+            deadline = time.monotonic() + self.config.reply_timeout_s
+            # websockets' send() has no timeout: a server that is alive but stopped reading (a hung process)
+            # blocks it forever once the request outgrows the socket buffers. At the deadline the watchdog
+            # shuts the socket down, which makes the blocked send() fail; recv() gets what is left.
+            send_expired = threading.Event()
+            watchdog = threading.Timer(self.config.reply_timeout_s, _shut_down, (connection, send_expired))
+            watchdog.daemon = True
+            watchdog.start()
             try:
-                connection.send(payload)
-                reply = connection.recv(timeout=self.config.reply_timeout_s)
+                try:
+                    connection.send(payload)
+                finally:
+                    watchdog.cancel()
+                reply = connection.recv(timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError as exc:
                 # A late reply must never be read as the answer to the next request: drop the socket.
                 raise self._lost(f"no reply within {self.config.reply_timeout_s} s") from exc
             except (websockets.ConnectionClosed, OSError) as exc:
+                if send_expired.is_set():
+                    raise self._lost(
+                        f"no reply within {self.config.reply_timeout_s} s (the server stopped reading the request)"
+                    ) from exc
                 raise self._lost(f"connection lost: {exc}") from exc
             received = time.perf_counter()
             if isinstance(reply, str):
