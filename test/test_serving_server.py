@@ -388,6 +388,24 @@ def test_concurrent_clients_get_their_own_replies_and_inference_is_serialized():
     assert policy.max_active == 1
 
 
+def test_requests_of_clients_that_gave_up_are_dropped_not_run():
+    # Clients that time out and reconnect must not find their abandoned requests run ahead of the new one.
+    policy = ScriptedPolicy(horizon=HORIZON, delay_s=1.0)
+    with _start(policy) as thread:
+        with _raw_connect(thread.port) as running:
+            running.recv(timeout=TIMEOUT_S)
+            running.send(openpi_codec.packb(_observation([1.0])))  # on the worker for 1 s
+            for state in (2.0, 3.0, 4.0):
+                with _raw_connect(thread.port) as impatient:
+                    impatient.recv(timeout=TIMEOUT_S)
+                    impatient.send(openpi_codec.packb(_observation([state])))
+                    time.sleep(0.1)  # queued behind the running request, then the client leaves
+            reply = openpi_codec.unpackb(running.recv(timeout=TIMEOUT_S))
+            np.testing.assert_array_equal(reply["actions"][:, 0], [1.0] * HORIZON)
+        _assert_serves(thread.port, state=(5.0,))
+    assert policy.calls == 2  # the running request and the new client's; the three abandoned ones never ran
+
+
 def test_sequential_clients(served, policy):
     for client_id in range(4):
         _assert_serves(served.port, state=[client_id, -client_id])

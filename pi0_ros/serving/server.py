@@ -167,9 +167,11 @@ class PolicyServer:
                 frame = await connection.recv()
                 started = time.perf_counter()
                 try:
-                    reply = await self._answer(frame, prev_total_ms)
+                    reply = await self._answer(connection, frame, prev_total_ms)
                 except websockets.ConnectionClosed:
                     raise
+                except _ClientGone:
+                    return
                 except Exception as exc:
                     logger.warning("request from %s failed: %s: %s", peer, type(exc).__name__, exc)
                     await self._send_error(connection, traceback.format_exc())
@@ -182,7 +184,8 @@ class PolicyServer:
             self._active_connections -= 1
             logger.info("connection from %s closed", peer)
 
-    async def _answer(self, frame: Any, prev_total_ms: Optional[float]) -> bytes:
+    async def _answer(self, connection: ws_server.ServerConnection, frame: Any, prev_total_ms: Optional[float]
+                      ) -> bytes:
         """Decode, check, infer on the worker thread, and encode one reply."""
         if isinstance(frame, str):
             raise DecodeError("expected a binary msgpack frame, got a text frame")
@@ -193,9 +196,18 @@ class PolicyServer:
 
         assert self._worker is not None
         loop = asyncio.get_running_loop()
-        result, infer_ms, queue_ms = await loop.run_in_executor(
-            self._worker, self._infer, observation, time.perf_counter()
-        )
+        inference = loop.run_in_executor(self._worker, self._infer, observation, time.perf_counter())
+        # A client that gave up (its reply timeout) and reconnects must not find its abandoned requests
+        # queued ahead of the new one on the single worker, nor their handlers holding connection slots.
+        closed = asyncio.ensure_future(connection.wait_closed())
+        try:
+            await asyncio.wait((inference, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if not inference.done():
+            inference.cancel()  # dropped if still queued; one already running finishes and is discarded
+            raise _ClientGone()
+        result, infer_ms, queue_ms = inference.result()
         check_result(result)
         reply = dict(result)  # the policy's dict stays untouched
         reply.setdefault("policy_timing", {})
@@ -217,6 +229,10 @@ class PolicyServer:
             await connection.close(CloseCode.INTERNAL_ERROR, "Internal server error. Traceback in previous frame.")
         except websockets.ConnectionClosed:
             pass
+
+
+class _ClientGone(Exception):
+    """The client closed the connection while its request waited for the worker."""
 
 
 class ServerThread:
