@@ -135,6 +135,10 @@ def test_bad_chunks_raise_policy_output_error(emb):
         decoder.decode(bad, _start(emb))
     with pytest.raises(PolicyOutputError, match="must be"):
         decoder.decode(np.zeros((5, layout.dim + 1)), _start(emb))
+    # A cast would keep the real part of complex values and parse numeric strings: neither is an action.
+    for not_real in (0.1 + 2j, "0.1", None):
+        with pytest.raises(PolicyOutputError, match="real numbers"):
+            decoder.decode(np.full((5, layout.dim), not_real), _start(emb))
     with pytest.raises(ValueError, match="IK solver"):
         ActionDecoder(emb, emb.action_layout("ee_pose"))
 

@@ -67,10 +67,10 @@ class ActionDecoder:
             raise PolicyOutputError(
                 f"actions must be [H, {self.layout.dim}] for action space {self.layout.name!r}, got {arr.shape}"
             )
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise PolicyOutputError(f"actions are not numeric: {exc}") from None
+        # Only real numbers: complex values would lose their imaginary part in a cast, strings would be parsed.
+        if arr.dtype.kind not in "fiub":
+            raise PolicyOutputError(f"actions must be real numbers, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
         if not np.all(np.isfinite(arr)):
             bad = np.argwhere(~np.isfinite(arr))[:3].tolist()
             raise PolicyOutputError(f"actions contain NaN/inf (first at [step, dim] {bad})")
