@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -45,6 +47,16 @@ def test_checkpoint_round_trip(ckpt_dir):
             torch.testing.assert_close(ckpt.weights[key], value)
     with pytest.raises(CheckpointError):
         read_fast_checkpoint(str(path) + "_missing")
+
+
+def test_malformed_config_json_is_a_checkpoint_error(ckpt_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(ckpt_dir[0], broken)
+    config = json.loads((broken / "config.json").read_text())
+    del config["model"]["vision"]
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="invalid 'model' settings.*vision"):
+        read_fast_checkpoint(str(broken))
 
 
 def test_policy_interface_and_undecodable_output_is_raised_and_counted(ckpt_dir):

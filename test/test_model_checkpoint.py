@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -132,6 +133,26 @@ def test_read_checkpoint_rejects_foreign_or_incomplete_directories(source, tmp_p
     os.remove(os.path.join(out, "tokenizer.model"))
     with pytest.raises(CheckpointError, match="tokenizer.model"):
         read_checkpoint(out)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: [c], "expected a JSON object, got list"),
+    (lambda c: {k: v for k, v in c.items() if k != "model"}, "'model' must be a JSON object"),
+    (lambda c: {**c, "model": {k: v for k, v in c["model"].items() if k != "llm"}}, "invalid 'model' settings.*llm"),
+    (lambda c: {**c, "model": {**c["model"], "bogus": 1}}, "invalid 'model' settings.*bogus"),
+    (lambda c: {**c, "policy": [1]}, "'policy' must be a JSON object"),
+    (None, "not valid JSON"),
+], ids=["list", "no model", "no llm", "unknown setting", "policy list", "not json"])
+def test_malformed_config_json_is_a_checkpoint_error_naming_the_file(source, tmp_path, edit, match):
+    out = save_small(tmp_path, source[1])
+    path = os.path.join(out, "config.json")
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(edit(config)) if edit else "{")
+    with pytest.raises(CheckpointError, match=match) as raised:
+        read_checkpoint(out)
+    assert path in str(raised.value)
 
 
 def test_legacy_transformers_layout_is_renamed(source):

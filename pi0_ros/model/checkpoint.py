@@ -231,18 +231,40 @@ def save_checkpoint(
         tmp, model, model.config.to_dict(), policy_config, norm_stats, tokenizer))
 
 
+def read_config_file(config_path: str, expected_format: str, expected_version: int) -> Dict[str, Any]:
+    """A checkpoint's config.json: a JSON object of the expected format and version, with a 'model' object."""
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{config_path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
+    if config.get("format") != expected_format or config.get("version") != expected_version:
+        raise CheckpointError(f"{config_path}: format {config.get('format')!r} v{config.get('version')} "
+                              f"is not {expected_format} v{expected_version}")
+    for key, required in (("model", True), ("policy", False)):
+        if (required or key in config) and not isinstance(config.get(key), dict):
+            raise CheckpointError(f"{config_path}: {key!r} must be a JSON object")
+    return config
+
+
+def model_config_from(from_dict: Callable[[Dict[str, Any]], Any], config: Dict[str, Any], config_path: str) -> Any:
+    """``from_dict(config['model'])``, with a missing, unknown or mistyped setting named as the file's fault."""
+    try:
+        return from_dict(config["model"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{config_path}: invalid 'model' settings ({type(err).__name__}: {err})") from None
+
+
 def read_checkpoint(ckpt_dir: str | os.PathLike) -> Checkpoint:
     """Read (not yet load into a model) a checkpoint directory written by ``save_checkpoint``."""
     ckpt_dir = os.fspath(ckpt_dir)
     config_path = os.path.join(ckpt_dir, CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{ckpt_dir}: no {CONFIG_FILE} (not a pi0_ros checkpoint directory)")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{config_path}: format {config.get('format')!r} v{config.get('version')} "
-                              f"is not {FORMAT} v{FORMAT_VERSION}")
-    model_config = Pi0Config.from_dict(config["model"])
+    config = read_config_file(config_path, FORMAT, FORMAT_VERSION)
+    model_config = model_config_from(Pi0Config.from_dict, config, config_path)
     for name in (WEIGHTS_FILE, NORM_STATS_FILE, TOKENIZER_FILE):
         if not os.path.isfile(os.path.join(ckpt_dir, name)):
             raise CheckpointError(f"{ckpt_dir}: missing {name}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from typing import Any, Dict, Mapping, Optional, Sequence
@@ -29,6 +28,8 @@ from pi0_ros.model.checkpoint import (
     CheckpointError,
     load_weights,
     load_weights_file,
+    model_config_from,
+    read_config_file,
     write_checkpoint_files,
     write_directory_atomically,
 )
@@ -72,14 +73,11 @@ def read_fast_checkpoint(ckpt_dir: str) -> FastCheckpoint:
     config_path = os.path.join(ckpt_dir, "config.json")
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{ckpt_dir}: no config.json")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{config_path}: format {config.get('format')!r} is not {FORMAT} v{FORMAT_VERSION}")
+    config = read_config_file(config_path, FORMAT, FORMAT_VERSION)
     for name in ("model.safetensors", "norm_stats.json", "tokenizer.model", os.path.join(FAST_DIR, "tokenizer.json")):
         if not os.path.isfile(os.path.join(ckpt_dir, name)):
             raise CheckpointError(f"{ckpt_dir}: missing {name}")
-    model_config = Pi0FastConfig.from_dict(config["model"])
+    model_config = model_config_from(Pi0FastConfig.from_dict, config, config_path)
     return FastCheckpoint(
         model_config=model_config,
         policy_config=config.get("policy", {}),
