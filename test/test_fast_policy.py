@@ -49,6 +49,14 @@ def test_checkpoint_round_trip(ckpt_dir):
         read_fast_checkpoint(str(path) + "_missing")
 
 
+def test_metadata_reports_the_trained_action_space(ckpt_dir, tmp_path):
+    trained = tmp_path / "trained"
+    shutil.copytree(ckpt_dir[0], trained)
+    (trained / "training.json").write_text(json.dumps({"action_space": "ee_pose"}))
+    assert Pi0FastPolicy.from_checkpoint(str(trained), device="cpu").metadata["action_space"] == "ee_pose"
+    assert "action_space" not in Pi0FastPolicy.from_checkpoint(ckpt_dir[0], device="cpu").metadata
+
+
 def test_malformed_config_json_is_a_checkpoint_error(ckpt_dir, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(ckpt_dir[0], broken)

@@ -137,6 +137,20 @@ def test_quantile_checkpoint_without_quantiles_is_refused_at_load(ckpt_dir, tmp_
         Pi0Policy.from_checkpoint(str(bad_dir), device="cpu")
 
 
+@pytest.mark.parametrize("record, expected", [
+    ({"action_space": "ee_pose", "step": 10}, "ee_pose"), ({"step": 10}, None), ([1, 2], None), (None, None),
+], ids=["recorded", "not recorded", "not an object", "no training.json"])
+def test_metadata_reports_the_trained_action_space(ckpt_dir, tmp_path, record, expected):
+    # The node executes chunks in this layout unless told otherwise (ee poses read as joint angles would be
+    # the same length and entirely wrong).
+    trained = tmp_path / "trained"
+    shutil.copytree(ckpt_dir, trained)
+    if record is not None:
+        (trained / "training.json").write_text(json.dumps(record))
+    metadata = Pi0Policy.from_checkpoint(str(trained), device="cpu").metadata
+    assert metadata.get("action_space") == expected
+
+
 def test_make_checkpoint_rejects_inconsistent_settings(tmp_path):
     with pytest.raises(ValueError, match="reference"):
         make_checkpoint.main(["--config", "pi0_test", "--out", str(tmp_path / "x"), "--state-dim", "2",

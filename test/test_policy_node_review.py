@@ -50,3 +50,22 @@ def test_out_of_range_parameter_is_a_configuration_error_with_exit_code_2(tmp_pa
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "speed_scale" in proc.stderr and "Traceback" not in proc.stderr
 
+
+
+@pytest.mark.parametrize("override, expected", [(None, "ee_pose"), ("joint_position", "joint_position")])
+def test_the_checkpoint_trained_action_space_is_used_unless_overridden(ros, tmp_path, override, expected):
+    from pi0_ros.model import make_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    assert make_checkpoint.main(["--config", "pi0_tiny", "--out", str(ckpt), "--state-dim", "16", "--action-dim", "16",
+                                 "--cameras", "head,left_wrist,right_wrist"]) == 0
+    (ckpt / "training.json").write_text('{"action_space": "ee_pose"}')
+    params = [Parameter("policy_backend", value="pi0"), Parameter("checkpoint", value=str(ckpt))]
+    if override:
+        params.append(Parameter("action_space", value=override))
+    node = PolicyNode(parameter_overrides=params)
+    try:
+        assert node.core.layout.name == expected
+    finally:
+        node.shutdown()
+        node.destroy_node()

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from pi0_ros.model.config import Pi0Config
 from pi0_ros.model.normalization import NormStats, load_norm_stats, save_norm_stats
 from pi0_ros.model.pi0 import Pi0Model
+from pi0_ros.model.provenance import read_provenance
 from pi0_ros.model.tokenizer import PromptTokenizer
 
 FORMAT = "pi0_ros.pi0"
@@ -166,6 +167,7 @@ class Checkpoint:
     weights: Dict[str, torch.Tensor]
     norm_stats: Dict[str, NormStats]
     tokenizer: PromptTokenizer
+    provenance: Dict[str, Any] = dataclasses.field(default_factory=dict)  # training.json, when pi0-train wrote it
 
 
 def _apply_umask(directory: str) -> None:
@@ -278,6 +280,7 @@ def read_checkpoint(ckpt_dir: str | os.PathLike) -> Checkpoint:
         weights=load_file(os.path.join(ckpt_dir, WEIGHTS_FILE)),
         norm_stats=load_norm_stats(os.path.join(ckpt_dir, NORM_STATS_FILE)),
         tokenizer=tokenizer,
+        provenance=read_provenance(ckpt_dir),
     )
 
 

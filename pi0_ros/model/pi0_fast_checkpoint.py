@@ -38,6 +38,7 @@ from pi0_ros.model.fast_tokenizer import FastTokenizer
 from pi0_ros.model.normalization import NormStats, load_norm_stats
 from pi0_ros.model.pi0_fast import PI0_FAST_CONFIGS, Pi0FastConfig, Pi0FastModel, get_pi0_fast_config
 from pi0_ros.model.policy import policy_config_for
+from pi0_ros.model.provenance import read_provenance
 from pi0_ros.model.tokenizer import PromptTokenizer, default_corpus, train_tokenizer
 
 FORMAT = "pi0_ros.pi0_fast"
@@ -55,6 +56,7 @@ class FastCheckpoint:
     norm_stats: Dict[str, NormStats]
     tokenizer: PromptTokenizer
     fast_tokenizer: FastTokenizer
+    provenance: Dict[str, Any] = dataclasses.field(default_factory=dict)  # training.json, when pi0-train wrote it
 
 
 def save_fast_checkpoint(out_dir: str, model: Pi0FastModel, policy_config: Mapping[str, Any],
@@ -85,6 +87,7 @@ def read_fast_checkpoint(ckpt_dir: str) -> FastCheckpoint:
         norm_stats=load_norm_stats(os.path.join(ckpt_dir, "norm_stats.json")),
         tokenizer=PromptTokenizer.from_file(os.path.join(ckpt_dir, "tokenizer.model"), model_config.max_token_len),
         fast_tokenizer=FastTokenizer.load(os.path.join(ckpt_dir, FAST_DIR)),
+        provenance=read_provenance(ckpt_dir),
     )
 
 

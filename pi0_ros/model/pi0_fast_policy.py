@@ -31,6 +31,7 @@ from pi0_ros.model.pi0_fast import Pi0FastInputs
 from pi0_ros.model.pi0_fast_checkpoint import FastCheckpoint, build_fast_model, read_fast_checkpoint
 from pi0_ros.model.pi0_fast_decode import FastGenerator
 from pi0_ros.model.policy import Pi0Policy, Pi0PolicyConfig
+from pi0_ros.model.provenance import trained_action_space
 from pi0_ros.model.tokenizer import EOS_ID
 from pi0_ros.policy_api import Observation, PolicyInputError, PolicyResult
 
@@ -54,6 +55,7 @@ class Pi0FastPolicy(Pi0Policy):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model_config = checkpoint.model_config
         self.config = Pi0PolicyConfig.from_dict(checkpoint.policy_config)
+        self.trained_action_space = trained_action_space(checkpoint.provenance)
         if self.config.normalization != "quantile":
             raise ValueError("pi0-FAST uses quantile normalization (policy.normalization must be 'quantile')")
         self._check_fit(checkpoint)  # type: ignore[arg-type]  (same fields as pi0's checkpoint)

@@ -26,6 +26,7 @@ from pi0_ros.model import action_transforms, image_transforms, rtc
 from pi0_ros.model.checkpoint import Checkpoint, CheckpointError, build_model, read_checkpoint
 from pi0_ros.model.normalization import MODES, normalize, unnormalize
 from pi0_ros.model.pi0 import Pi0Inputs, Pi0Model
+from pi0_ros.model.provenance import trained_action_space
 from pi0_ros.model.tokenizer import PromptTokenizer
 from pi0_ros.policy_api import Observation, PolicyInputError, PolicyOutputError, PolicyResult
 
@@ -86,6 +87,7 @@ class Pi0Policy:
         self.device = torch.device(device or _default_device())
         self.model_config = checkpoint.model_config
         self.config = Pi0PolicyConfig.from_dict(checkpoint.policy_config)
+        self.trained_action_space = trained_action_space(checkpoint.provenance)
         self.tokenizer: PromptTokenizer = checkpoint.tokenizer
         self.num_steps = num_steps or self.model_config.num_steps
         self._check_fit(checkpoint)
@@ -149,6 +151,9 @@ class Pi0Policy:
             "max_token_len": mc.max_token_len,
             "normalization": self.config.normalization,
             "delta_mask": list(self.config.delta_mask),
+            # The dataset's action layout: the policy node executes the chunk in it unless told otherwise
+            # (ee poses run as joint angles would be as long as the joint layout and entirely wrong).
+            **({"action_space": self.trained_action_space} if self.trained_action_space else {}),
         }
 
     def reset(self) -> None:

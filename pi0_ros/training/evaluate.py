@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
+
+from pi0_ros.model.provenance import read_provenance
 
 if TYPE_CHECKING:
     from pi0_ros.launch_graph import GraphOptions
@@ -272,7 +273,7 @@ def checkpoint_policy_parameters(checkpoint: Optional[str], action_space: Option
                                  execute_steps: Optional[int] = None) -> Dict[str, Any]:
     """Policy-node parameters for a pi0-train checkpoint: its action space and one chunk step per tick at the
     dataset's fps (both from its training.json) unless given; ``execute_steps`` when given."""
-    provenance = _provenance(checkpoint)
+    provenance = read_provenance(checkpoint) if checkpoint else {}
     params: Dict[str, Any] = {}
     if action_space or provenance.get("action_space"):
         params["action_space"] = action_space or provenance["action_space"]
@@ -281,17 +282,6 @@ def checkpoint_policy_parameters(checkpoint: Optional[str], action_space: Option
     if execute_steps:
         params["execute_steps"] = int(execute_steps)
     return params
-
-
-def _provenance(checkpoint: Optional[str]) -> Dict[str, Any]:
-    """The checkpoint's training.json (written by pi0-train), or {}."""
-    if not checkpoint:
-        return {}
-    try:
-        with open(os.path.join(checkpoint, "training.json"), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def policy_param(text: str) -> Tuple[str, Any]:

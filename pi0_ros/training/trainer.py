@@ -48,6 +48,7 @@ from pi0_ros.model.make_checkpoint import parse_dims
 from pi0_ros.model.normalization import NormStats, load_norm_stats, save_norm_stats
 from pi0_ros.model.pi0_fast_checkpoint import save_fast_checkpoint
 from pi0_ros.model.policy import Pi0PolicyConfig
+from pi0_ros.model.provenance import PROVENANCE_FILE
 from pi0_ros.training import model_setup
 from pi0_ros.training.augment import ImageAugmentConfig, augment_images, is_wrist_camera
 from pi0_ros.training.chunks import chunk_index, resting_chunk_starts
@@ -66,7 +67,6 @@ from pi0_ros.training.validation import HeldOutLoss, weights_swapped
 
 STATE_FILE = "training_state.pt"
 STATE_FORMAT = "pi0_ros.train_state"
-PROVENANCE_FILE = "training.json"
 
 
 @dataclasses.dataclass
