@@ -67,6 +67,9 @@ def test_normalization_rejects_mismatches():
         normalize(np.zeros(2), stats, "quantile")
     with pytest.raises(ValueError, match="finite"):
         NormStats(mean=[np.nan], std=[1.0])
+    with pytest.raises(ValueError, match=r"'q01' exceeds 'q99' in dims \[1\]"):
+        NormStats(mean=[0.0, 0.0], std=[1.0, 1.0], q01=[-1.0, 2.0], q99=[1.0, 1.0])
+    NormStats(mean=[0.0], std=[0.0], q01=[0.5], q99=[0.5])  # a constant dimension is valid
     with pytest.raises(ValueError, match="unknown"):
         normalize(np.zeros(2), stats, "minmax")
 

@@ -39,6 +39,10 @@ class NormStats:
                 raise ValueError(f"norm stat {f.name!r} must be {n} finite numbers")
         if (self.std < 0).any():
             raise ValueError("norm stat 'std' must be non-negative")
+        # Swapped quantiles would flip the sign of every normalized value and action, with finite output.
+        if self.q01 is not None and self.q99 is not None and (self.q01 > self.q99).any():
+            dims = np.flatnonzero(self.q01 > self.q99).tolist()
+            raise ValueError(f"norm stat 'q01' exceeds 'q99' in dims {dims}")
 
     @property
     def dim(self) -> int:
