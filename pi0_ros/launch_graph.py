@@ -48,7 +48,8 @@ class GraphOptions:
 
     embodiment: Optional[str] = None  # path to the embodiment YAML (default: the package's r1pro.yaml)
     policy_params: Optional[str] = None  # policy node ROS parameter file (default: config/policy_node.yaml)
-    control_mode: str = "policy"  # policy | teleop | hold
+    # policy | teleop | hold; None: the simulation starts in policy, the robot in the parameter file's mode (hold)
+    control_mode: Optional[str] = None
     policy_backend: Optional[str] = None  # pi0 | pi0_fast | remote | scripted (default: the params file's)
     checkpoint: Optional[str] = None  # checkpoint directory for local backends
     server_uri: Optional[str] = None  # ws://host:port for the remote backend
@@ -64,8 +65,8 @@ class GraphOptions:
 
 def policy_node_spec(options: GraphOptions) -> NodeSpec:
     """The policy node, identical on the robot and in simulation."""
-    params: Dict[str, Any] = {"embodiment": options.embodiment_path(), "control_mode": options.control_mode}
-    for key in ("policy_backend", "checkpoint", "server_uri", "instruction"):
+    params: Dict[str, Any] = {"embodiment": options.embodiment_path()}
+    for key in ("control_mode", "policy_backend", "checkpoint", "server_uri", "instruction"):
         value = getattr(options, key)
         if value is not None:
             params[key] = value
@@ -97,6 +98,8 @@ def sim_graph(options: Optional[GraphOptions] = None, with_policy: bool = True) 
     options = dataclasses.replace(options or GraphOptions())
     if options.policy_backend is None:
         options.policy_backend = "scripted"
+    if options.control_mode is None:
+        options.control_mode = "policy"
     nodes = [sim_robot_spec(options)]
     if with_policy:
         nodes.append(policy_node_spec(options))
@@ -104,7 +107,8 @@ def sim_graph(options: Optional[GraphOptions] = None, with_policy: bool = True) 
 
 
 def robot_graph(options: Optional[GraphOptions] = None) -> List[NodeSpec]:
-    """On the robot the drivers and controllers already run: only the policy node is ours."""
+    """On the robot the drivers and controllers already run: only the policy node is ours. An unset
+    ``control_mode`` (also ``control_mode:=``) leaves the parameter file's, which starts in hold."""
     return [policy_node_spec(options or GraphOptions())]
 
 

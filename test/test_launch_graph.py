@@ -110,6 +110,15 @@ def test_launch_files_start_the_graph_description(monkeypatch, launch_file, grap
     assert declared["control_mode"] == ("policy" if with_policy_arg else "hold")
 
 
+@pytest.mark.parametrize("arguments", [{}, {"control_mode": ""}, {"control_mode": "", "policy_backend": "remote"}])
+def test_the_robot_never_starts_in_policy_mode_unless_asked(arguments):
+    # `control_mode:=` (empty: "not set") must not fall back to a policy-mode default on the robot.
+    (node,) = robot_graph(options_from_launch_arguments(arguments))
+    assert "control_mode" not in node.parameters  # config/policy_node.yaml: hold
+    (sim_policy,) = [n for n in sim_graph(options_from_launch_arguments(arguments)) if n.name == "policy_node"]
+    assert sim_policy.parameters["control_mode"] == "policy"
+
+
 def test_only_the_simulation_gets_a_policy_by_default():
     (sim_policy,) = [n for n in sim_graph() if n.name == "policy_node"]
     assert sim_policy.parameters["policy_backend"] == "scripted"
