@@ -94,3 +94,21 @@ def test_images_are_kept_when_sized_and_resized_to_png_otherwise():
                           data=np.ascontiguousarray(rgb[..., ::-1]).tobytes())
     np.testing.assert_array_equal(image_to_stored(raw, (32, 48)).rgb, rgb)
     assert image_key("head") == "observation.images.head"
+
+
+def test_every_frame_stores_the_newest_image_when_camera_messages_are_freed():
+    # A 30 Hz camera recorded at 15 fps, each image a new message object that is freed once replaced (as
+    # rclpy delivers them): CPython then reuses addresses, so a cache keyed by id() returned old images.
+    assembler = FrameAssembler(EMB, "joint_position", {"head": (16, 16)})
+    pixels = [encode_compressed(np.full((16, 16, 3), value, np.uint8), "png") for value in range(60)]
+    now = 0.0
+    for value in range(60):
+        now += 1 / 30
+        for g in GROUPS:
+            joints = list(EMB.groups[g].joints)
+            assembler.on_feedback(g, joints, EMB.groups[g].home.tolist(), now)
+            assembler.on_command(g, joints, EMB.groups[g].home.tolist(), now)
+        assembler.on_image("head", SimpleNamespace(format="png", data=pixels[value]), now)
+        if value % 2:
+            frame = assembler.assemble(now + 0.001)
+            assert decode_image_bytes(frame.images[image_key("head")].data)[0, 0, 0] == value

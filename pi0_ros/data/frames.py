@@ -89,7 +89,9 @@ class FrameAssembler:
         self.commands = RobotStateTracker(action_groups)
         self.fk = dict(fk) if fk is not None else self._make_fk()
         self._images: Dict[str, Tuple[Any, float]] = {}
-        self._converted: Dict[str, Tuple[int, EncodedImage]] = {}  # camera -> (id of msg, stored image)
+        # camera -> (the message, its stored image). The message itself, not its id(): once a message is freed
+        # the next one is often allocated at the same address, and an id() key would return the old image.
+        self._converted: Dict[str, Tuple[Any, EncodedImage]] = {}
         self._previous_targets: Optional[Dict[str, np.ndarray]] = None
         self.skipped: Counter = Counter()
         self.frames = 0
@@ -175,8 +177,8 @@ class FrameAssembler:
     def _stored_image(self, camera: str) -> EncodedImage:
         msg, _ = self._images[camera]
         cached = self._converted.get(camera)
-        if cached is not None and cached[0] == id(msg):
+        if cached is not None and cached[0] is msg:
             return cached[1]
         stored = image_to_stored(msg, self.image_sizes[camera], self.image_storage)
-        self._converted[camera] = (id(msg), stored)
+        self._converted[camera] = (msg, stored)
         return stored
