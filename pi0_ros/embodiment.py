@@ -8,6 +8,7 @@ reports every problem at once, each with its key path (``groups.left_arm.positio
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,15 +249,16 @@ class _Parser:
             kind = self.require(g, "kind", where, str)
             if kind is not None and kind not in GROUP_KINDS:
                 self.problem(f"{where}.kind", f"unknown kind {kind!r}; expected one of {GROUP_KINDS}")
-            joints = self.require(g, "joints", where, list) or []
-            for i, joint in enumerate(joints):
+            joints = self.names(g, "joints", where, required=True)
+            for i, joint in enumerate(joints or ()):
                 if joint in seen_joints:
                     self.problem(f"{where}.joints[{i}]", f"joint {joint!r} already in group {seen_joints[joint]}")
                 seen_joints[joint] = gname
                 # Arm and torso joints are URDF joints; a gripper's single "joint" is the stroke value.
                 if urdf_joints is not None and kind != "gripper" and joint not in urdf_joints:
                     self.problem(f"{where}.joints[{i}]", f"unknown joint {joint!r} (not in the URDF)")
-            n = len(joints)
+            # Size the per-joint vectors by the list as written, so their lengths are checked even when a name is bad.
+            n = len(g["joints"]) if isinstance(g.get("joints"), list) else 0
             limits = self.limits_array(g, where, n)
             velocity = self.positive_vector(g, "velocity_limits", where, n)
             acceleration = self.positive_vector(g, "acceleration_limits", where, n)
@@ -265,43 +267,92 @@ class _Parser:
                 for i, (q, (lo, hi)) in enumerate(zip(home, limits, strict=True)):
                     if not lo <= q <= hi:
                         self.problem(f"{where}.home[{i}]", f"{q} outside limits [{lo}, {hi}]")
-            feedback = self.require(g, "feedback_topic", where, str)
-            command = self.require(g, "command_topic", where, str)
+            feedback = self.text(g, "feedback_topic", where)
+            command = self.text(g, "command_topic", where)
+            pose_command = self.text(g, "pose_command_topic", where, required=False)
             ee_link = g.get("ee_link")
-            ik_settings = g.get("ik_settings")
+            ik_settings = self.text(g, "ik_settings", where, required=False)
             if kind == "arm":
                 if not isinstance(ee_link, str):
                     self.problem(f"{where}.ee_link", "missing (arms need their end-effector link)")
                 elif urdf_links is not None and ee_link not in urdf_links:
                     self.problem(f"{where}.ee_link", f"unknown link {ee_link!r} (not in the URDF)")
-                if isinstance(ik_settings, str) and not (self.path.parent / ik_settings).is_file():
+                if ik_settings is not None and not (self.path.parent / ik_settings).is_file():
                     self.problem(f"{where}.ik_settings", f"file not found: {self.path.parent / ik_settings}")
-            finger_joints = tuple(g.get("finger_joints", ()))
-            for i, joint in enumerate(finger_joints):
+            finger_joints = self.names(g, "finger_joints", where, required=False)
+            for i, joint in enumerate(finger_joints or ()):
                 if urdf_joints is not None and joint not in urdf_joints:
                     self.problem(f"{where}.finger_joints[{i}]", f"unknown joint {joint!r} (not in the URDF)")
-            policy_range = tuple(g.get("policy_range", (0.0, 1.0)))
-            if len(policy_range) != 2 or not policy_range[0] < policy_range[1]:
-                self.problem(f"{where}.policy_range", f"must be [low, high] with low < high, got {policy_range}")
-            if any(v is None for v in (kind, feedback, command, limits, velocity, acceleration, home)):
+            policy_range = self.policy_range(g, where)
+            if any(v is None for v in (kind, joints, feedback, command, limits, velocity, acceleration, home)):
                 continue
             groups[gname] = JointGroup(
                 name=gname,
                 kind=kind,
-                joints=tuple(joints),
+                joints=joints,
                 position_limits=limits,
                 velocity_limits=velocity,
                 acceleration_limits=acceleration,
                 feedback_topic=feedback,
                 command_topic=command,
                 home=home,
-                pose_command_topic=g.get("pose_command_topic"),
+                pose_command_topic=pose_command,
                 ee_link=ee_link,
-                ik_settings=(self.path.parent / ik_settings) if isinstance(ik_settings, str) else None,
-                finger_joints=finger_joints,
-                policy_range=(float(policy_range[0]), float(policy_range[1])) if len(policy_range) == 2 else (0, 1),
+                ik_settings=(self.path.parent / ik_settings) if ik_settings is not None else None,
+                # A bad optional field is already reported; the defaults keep the group, so layouts that use it
+                # are not also reported as naming an unknown group.
+                finger_joints=finger_joints or (),
+                policy_range=policy_range or (0.0, 1.0),
             )
         return groups
+
+    def text(self, mapping: Dict, key: str, where: str, required: bool = True) -> Optional[str]:
+        """A non-empty string (a topic, a path). An optional key may be absent, but not null or blank."""
+        if not required and key not in mapping:
+            return None
+        value = self.require(mapping, key, where, str)
+        if value is not None and not value.strip():
+            self.problem(f"{where}.{key}", "must not be empty")
+            return None
+        return value
+
+    def names(self, mapping: Dict, key: str, where: str, required: bool) -> Optional[Tuple[str, ...]]:
+        """A list of non-empty name strings; a required list must also be present and non-empty.
+
+        An absent optional list is ``()``; ``None`` means a problem was reported.
+        """
+        if not required and key not in mapping:
+            return ()
+        value = self.require(mapping, key, where, list)
+        if value is None:
+            return None
+        if required and not value:
+            self.problem(f"{where}.{key}", "must list at least one joint")
+            return None
+        bad = [i for i, name in enumerate(value) if not isinstance(name, str) or not name.strip()]
+        for i in bad:
+            self.problem(f"{where}.{key}[{i}]", f"expected a non-empty string, got {value[i]!r}")
+        return None if bad else tuple(value)
+
+    def policy_range(self, g: Dict, where: str) -> Optional[Tuple[float, float]]:
+        """The optional ``[low, high]`` policy units of a gripper, default ``[0, 1]``; ``None`` if invalid."""
+        value = g.get("policy_range", [0.0, 1.0])
+        if not (isinstance(value, list) and len(value) == 2 and all(_finite_number(v) for v in value)):
+            self.problem(f"{where}.policy_range", f"must be [low, high], two finite numbers, got {value!r}")
+            return None
+        low, high = float(value[0]), float(value[1])
+        if not low < high:
+            self.problem(f"{where}.policy_range", f"must have low < high, got {value!r}")
+            return None
+        return low, high
+
+    def positive(self, mapping: Any, key: str, where: str, kind: type | Tuple[type, ...]) -> Optional[float]:
+        """A required finite number > 0; spelled out because ``nan <= 0`` is False."""
+        value = self.require(mapping, key, where, kind)
+        if value is not None and not (_finite_number(value) and value > 0):
+            self.problem(f"{where}.{key}", f"must be finite and > 0, got {value}")
+            return None
+        return value
 
     def vector(self, g: Dict, key: str, where: str, n: int) -> Optional[np.ndarray]:
         value = self.require(g, key, where, list)
@@ -312,7 +363,7 @@ class _Parser:
             return None
         try:
             arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
             self.problem(f"{where}.{key}", f"must be numbers, got {value!r}")
             return None
         if not np.all(np.isfinite(arr)):
@@ -336,7 +387,7 @@ class _Parser:
             return None
         try:
             arr = np.asarray(value, dtype=np.float64).reshape(n, 2)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
             self.problem(f"{where}.position_limits", "must be a list of [lower, upper] pairs")
             return None
         for i, (lo, hi) in enumerate(arr):
@@ -356,7 +407,7 @@ class _Parser:
             if not isinstance(c, dict):
                 self.problem(where, "must be a mapping")
                 continue
-            topic = self.require(c, "topic", where, str)
+            topic = self.text(c, "topic", where)
             transport = self.require(c, "transport", where, str)
             fmt = self.require(c, "format", where, str)
             if transport is not None and transport not in CAMERA_TRANSPORTS:
@@ -368,11 +419,7 @@ class _Parser:
                 self.problem(f"{where}.frame", f"unknown link {frame!r} (not in the URDF)")
             numbers = {}
             for key, kind in (("width", int), ("height", int), ("rate_hz", (int, float)), ("max_age_s", (int, float))):
-                value = self.require(c, key, where, kind)
-                if value is not None and value <= 0:
-                    self.problem(f"{where}.{key}", f"must be > 0, got {value}")
-                    value = None
-                numbers[key] = value
+                numbers[key] = self.positive(c, key, where, kind)
             if any(v is None for v in (topic, transport, fmt, frame, *numbers.values())):
                 continue
             cameras[cname] = Camera(
@@ -422,9 +469,7 @@ class _Parser:
     def parse_rates(self, raw: Any) -> Rates:
         values = {}
         for key in ("control_hz", "feedback_hz"):
-            value = self.require(raw, key, "rates", (int, float))
-            if value is not None and value <= 0:
-                self.problem(f"rates.{key}", f"must be > 0, got {value}")
+            value = self.positive(raw, key, "rates", (int, float))
             values[key] = float(value) if value else 1.0
         return Rates(**values)
 
@@ -442,6 +487,16 @@ class _Parser:
                 self.problem(key, f"duplicate topic {topic!r} (also {owners[topic]})")
             else:
                 owners[topic] = key
+
+
+def _finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond float range
+        return False
 
 
 def _kind_name(kind: type | Tuple[type, ...]) -> str:

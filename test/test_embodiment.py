@@ -137,3 +137,72 @@ def test_missing_urdf_is_reported(tmp_path, raw):
     raw["robot_description"] = "urdf/absent.urdf"
     problems = problems_of(tmp_path, raw)
     assert any(p.startswith("robot_description: cannot read URDF") for p in problems)
+
+
+INF, NAN = float("inf"), float("nan")
+# The shipped torso with every per-joint list emptied, so only the empty joint list is wrong.
+ZERO_JOINT_TORSO = {
+    **yaml.safe_load(CONFIG.read_text())["groups"]["torso"],
+    **dict.fromkeys(("joints", "position_limits", "velocity_limits", "acceleration_limits", "home"), []),
+}
+
+
+MALFORMED = [
+    # policy_range: two finite numbers, low < high
+    (("groups", "left_gripper", "policy_range"), 5, "groups.left_gripper.policy_range"),
+    (("groups", "left_gripper", "policy_range"), None, "groups.left_gripper.policy_range"),
+    (("groups", "left_gripper", "policy_range"), ["a", "b"], "groups.left_gripper.policy_range"),
+    (("groups", "left_gripper", "policy_range"), ["0", "1"], "groups.left_gripper.policy_range"),
+    (("groups", "left_gripper", "policy_range"), [0.0, INF], "groups.left_gripper.policy_range"),
+    (("groups", "left_gripper", "policy_range"), [NAN, 1.0], "groups.left_gripper.policy_range"),
+    (("groups", "left_gripper", "policy_range"), [0.0], "groups.left_gripper.policy_range"),
+    (("groups", "left_gripper", "policy_range"), [1.0, 1.0], "groups.left_gripper.policy_range"),
+    (("groups", "left_gripper", "policy_range"), [1.0, 0.0], "groups.left_gripper.policy_range"),
+    # joint name lists: lists of non-empty strings, and a group needs at least one joint
+    (("groups", "left_gripper", "finger_joints"), None, "groups.left_gripper.finger_joints"),
+    (("groups", "left_gripper", "finger_joints"), 3, "groups.left_gripper.finger_joints"),
+    (("groups", "left_gripper", "finger_joints", 1), "", "groups.left_gripper.finger_joints[1]"),
+    (("groups", "torso", "joints", 0), ["torso_joint1"], "groups.torso.joints[0]"),
+    (("groups", "torso", "joints", 2), {"a": 1}, "groups.torso.joints[2]"),
+    (("groups", "torso", "joints", 3), "", "groups.torso.joints[3]"),
+    (("groups", "torso", "joints"), None, "groups.torso.joints"),
+    (("groups", "torso"), ZERO_JOINT_TORSO, "groups.torso.joints"),
+    # topics: non-empty strings (a list used to crash the duplicate-topic check as unhashable)
+    (("groups", "left_arm", "pose_command_topic"), ["x"], "groups.left_arm.pose_command_topic"),
+    (("groups", "left_arm", "pose_command_topic"), 5, "groups.left_arm.pose_command_topic"),
+    (("groups", "left_arm", "pose_command_topic"), None, "groups.left_arm.pose_command_topic"),
+    (("groups", "torso", "feedback_topic"), ["/x"], "groups.torso.feedback_topic"),
+    (("groups", "torso", "command_topic"), "", "groups.torso.command_topic"),
+    (("cameras", "head", "topic"), {"a": 1}, "cameras.head.topic"),
+    (("cameras", "head", "topic"), " ", "cameras.head.topic"),
+    # ik_settings: a string path or absent, never silently dropped
+    (("groups", "left_arm", "ik_settings"), ["x"], "groups.left_arm.ik_settings"),
+    (("groups", "left_arm", "ik_settings"), None, "groups.left_arm.ik_settings"),
+    # rates, camera timing and limits: finite and > 0 (nan <= 0 is False)
+    (("rates", "control_hz"), NAN, "rates.control_hz"),
+    (("rates", "control_hz"), INF, "rates.control_hz"),
+    (("rates", "feedback_hz"), NAN, "rates.feedback_hz"),
+    (("rates", "feedback_hz"), -INF, "rates.feedback_hz"),
+    (("cameras", "head", "rate_hz"), INF, "cameras.head.rate_hz"),
+    (("cameras", "head", "rate_hz"), NAN, "cameras.head.rate_hz"),
+    (("cameras", "head", "max_age_s"), NAN, "cameras.head.max_age_s"),
+    (("cameras", "head", "max_age_s"), INF, "cameras.head.max_age_s"),
+    (("cameras", "head", "width"), 10**400, "cameras.head.width"),
+    (("groups", "torso", "velocity_limits", 1), NAN, "groups.torso.velocity_limits"),
+    (("groups", "torso", "velocity_limits", 1), INF, "groups.torso.velocity_limits"),
+    (("groups", "torso", "velocity_limits", 1), 10**400, "groups.torso.velocity_limits"),
+    (("groups", "torso", "acceleration_limits", 0), NAN, "groups.torso.acceleration_limits"),
+    (("groups", "torso", "position_limits", 2), [NAN, 1.0], "groups.torso.position_limits[2]"),
+    (("groups", "torso", "position_limits", 2), [-1.0, INF], "groups.torso.position_limits[2]"),
+]
+MALFORMED_IDS = [f"{reported}={value!r:.20}" for _, value, reported in MALFORMED]
+
+
+@pytest.mark.parametrize(("keys", "value", "reported"), MALFORMED, ids=MALFORMED_IDS)
+def test_malformed_values_are_reported_with_their_key_path(tmp_path, raw, keys, value, reported):
+    target = raw
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
+    problems = problems_of(tmp_path, raw)
+    assert any(p.startswith(reported) for p in problems), problems
