@@ -1,5 +1,7 @@
 """ROS-free tests: state assembly by joint name, gripper units, action decoding/encoding."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -251,3 +253,47 @@ def test_ik_solution_on_another_branch_is_refused_and_the_solver_put_back(emb):
     assert ik.solve_pose(fk.forward(jumped)) is None and ik.failures == 1
     np.testing.assert_allclose(solver.q, near)  # put back on the arm's branch
     np.testing.assert_allclose(ik.solve_pose(fk.forward(near)), near)
+
+
+@pytest.mark.parametrize("rotation", [1e200, 2 * np.pi], ids=["overflows", "full-turn"])
+def test_an_ee_delta_beyond_one_step_is_an_ik_failure_not_an_exception(emb, rotation):
+    # A rotation past pi wraps around (a full turn reads as no rotation at all, so the solver's previous
+    # solution passes the FK check); 1e200 used to raise "math domain error" and drop the whole chunk.
+    arm = emb.groups["left_arm"]
+    fk = arm_fk(emb, arm)
+    ik = ArmIK(arm, fk, LookupSolver(fk, []))
+    ik.reset(arm.home)
+    goal = ik._goal.copy()
+    assert ik.solve_increment(np.array([0.0, 0.0, 0.0, rotation, 0.0, 0.0])) is None
+    assert ik.solve_increment(np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])) is None  # 1 m in one step
+    assert ik.failures == 2
+    np.testing.assert_allclose(ik._goal, goal)
+
+
+def test_a_quaternion_whose_norm_overflows_is_refused(emb):
+    arm = emb.groups["left_arm"]
+    fk = arm_fk(emb, arm)
+    ik = ArmIK(arm, fk, LookupSolver(fk, []))  # returns its previous solution, as relaxed-IK does on failure
+    ik.reset(arm.home)
+    pose = fk.forward(arm.home)
+    pose[3:] = [1e200, 0.0, 0.0, 0.0]
+    assert ik.solve_pose(pose) is None and ik.failures == 1
+
+
+def test_an_ik_solution_outside_the_embodiment_limits_is_refused(emb):
+    # The IK URDF may allow more than the embodiment: the safety layer would clip such a solution, and the
+    # clipped joints no longer reach the pose that FK checked.
+    arm = emb.groups["left_arm"]
+    fk = arm_fk(emb, arm)
+    beyond = arm.home.copy()
+    beyond[0] = arm.position_limits[0, 1] + 0.02
+    ik = ArmIK(arm, fk, LookupSolver(fk, [beyond]), IKCheck(max_joint_step_rad=3.0))
+    ik.reset(arm.home)
+    assert ik.solve_pose(fk.forward(beyond)) is None and ik.failures == 1
+
+
+def test_ik_settings_for_another_arm_are_refused_at_start(emb):
+    left = emb.groups["left_arm"]
+    swapped = dataclasses.replace(left, ik_settings=emb.groups["right_arm"].ik_settings)
+    with pytest.raises(ValueError, match="not left_arm's"):
+        ArmIK.from_embodiment(emb, swapped)

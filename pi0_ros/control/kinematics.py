@@ -73,6 +73,10 @@ class IKCheck:
     # A solution this far (any joint) from the solver's previous one is a jump to another IK branch, not a
     # motion: consecutive goals are one control period apart. Refused (hold) and the solver is put back.
     max_joint_step_rad: float = 1.0
+    # An increment beyond these is not one control period's motion (a rotation past pi wraps around to
+    # an arbitrary orientation): refused as an IK failure, the goal unchanged.
+    max_increment_m: float = 0.5
+    max_increment_rad: float = np.pi
 
 
 class ArmIK:
@@ -97,8 +101,17 @@ class ArmIK:
 
         if group.ik_settings is None:
             raise ValueError(f"group {group.name} has no ik_settings")
+        fk = arm_fk(embodiment, group)
         # The bindings' own FK verdict is stricter (solver tolerance + 1 mm); ours decides what we send.
-        return cls(group, arm_fk(embodiment, group), RelaxedIK(str(group.ik_settings), verify=False), check)
+        solver = RelaxedIK(str(group.ik_settings), verify=False)
+        chains = solver.settings.chains
+        # Settings for another arm (or a chain through the torso) would build and then fail every solve.
+        if len(chains) != 1 or (chains[0].base_link, chains[0].ee_link, tuple(chains[0].joint_names)) != (
+                embodiment.base_frame, group.ee_link, tuple(group.joints)):
+            solver.close()
+            raise ValueError(f"{group.ik_settings}: IK chains {[(c.base_link, c.ee_link) for c in chains]} are not "
+                             f"{group.name}'s {embodiment.base_frame} -> {group.ee_link} over {list(group.joints)}")
+        return cls(group, fk, solver, check)
 
     def forward(self, q: np.ndarray) -> np.ndarray:
         """FK pose of the arm's ee link."""
@@ -116,10 +129,12 @@ class ArmIK:
     def solve_pose(self, pose: np.ndarray) -> Optional[np.ndarray]:
         """Joints reaching an absolute ee pose, or None when the solver failed (FK check)."""
         pose = np.asarray(pose, dtype=np.float64)
-        if pose.shape != (7,) or not np.all(np.isfinite(pose)) or np.linalg.norm(pose[3:]) < 1e-6:
+        norm = np.linalg.norm(pose[3:]) if pose.shape == (7,) else 0.0
+        # A finite quaternion can still have a norm that overflows to inf (and normalizes to zeros).
+        if pose.shape != (7,) or not np.all(np.isfinite(pose)) or not 1e-6 <= norm < np.inf:
             self.failures += 1
             return None
-        quat = pose[3:] / np.linalg.norm(pose[3:])
+        quat = pose[3:] / norm
         with self.lock:
             self.uses += 1
             try:
@@ -132,7 +147,9 @@ class ArmIK:
     def solve_increment(self, delta: np.ndarray) -> Optional[np.ndarray]:
         """Joints after moving the goal by ``dx dy dz rx ry rz`` (solve_velocity), or None on failure."""
         delta = np.asarray(delta, dtype=np.float64)
-        if delta.shape != (6,) or not np.all(np.isfinite(delta)):
+        if (delta.shape != (6,) or not np.all(np.isfinite(delta))
+                or not np.linalg.norm(delta[:3]) <= self.check.max_increment_m
+                or not np.linalg.norm(delta[3:]) <= self.check.max_increment_rad):
             self.failures += 1
             return None
         with self.lock:
@@ -162,9 +179,15 @@ class ArmIK:
     def _acceptable(self, q: Optional[np.ndarray], goal: np.ndarray) -> bool:
         if q is None or q.shape != (self.group.size,) or not np.all(np.isfinite(q)):
             return False
+        # The IK URDF's limits may be wider than the embodiment's: a solution the safety layer would clip
+        # is not the pose that FK checked.
+        limits = self.group.position_limits
+        if np.any(q < limits[:, 0]) or np.any(q > limits[:, 1]):
+            return False
         reached = self.fk.forward(q)
-        if (np.linalg.norm(reached[:3] - goal[:3]) > self.check.position_tolerance_m
-                or rotation_angle_between(reached[3:], goal[3:]) > self.check.rotation_tolerance_rad):
+        # Written so that NaN (a degenerate goal) fails: NaN > tol is False.
+        if not (np.linalg.norm(reached[:3] - goal[:3]) <= self.check.position_tolerance_m
+                and rotation_angle_between(reached[3:], goal[3:]) <= self.check.rotation_tolerance_rad):
             return False
         return self._last_q is None or np.max(np.abs(q - self._last_q)) <= self.check.max_joint_step_rad
 

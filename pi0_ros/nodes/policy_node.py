@@ -208,7 +208,7 @@ class PolicyNode(Node):
                 continue
             try:
                 solvers[seg.group] = ArmIK.from_embodiment(self.embodiment, group)
-            except (ImportError, OSError, ValueError) as exc:
+            except (ImportError, OSError, ValueError, RuntimeError) as exc:  # RuntimeError: RelaxedIKError
                 if needs_ik(layout):
                     raise
                 self.get_logger().warning(f"no IK for {seg.group} ({exc}); teleop pose goals are ignored")
