@@ -96,6 +96,26 @@ def test_cli_with_explicit_task(tmp_path, capsys):
     assert DatasetReader(tmp_path / "ds").tasks == ["wave"]
 
 
+@pytest.mark.parametrize("fps", ["0", "-5", "x"])
+def test_cli_refuses_a_bad_fps_before_writing(tmp_path, capsys, fps):
+    bag = tmp_path / "bag"
+    write_bag(bag, StoragePlugin.SQLITE3, seconds=0.5)
+    with pytest.raises(SystemExit) as exc:
+        main([str(bag), "--root", str(tmp_path / "ds"), "--fps", fps, "--cameras", "head", "--image-size", "4", "4"])
+    assert exc.value.code == 2 and "--fps" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_cli_names_an_unknown_camera(tmp_path, capsys):
+    bag = tmp_path / "bag"
+    write_bag(bag, StoragePlugin.SQLITE3, seconds=0.5)
+    with pytest.raises(SystemExit) as exc:
+        main([str(bag), "--root", str(tmp_path / "ds"), "--cameras", "nosuch"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "nosuch" in err and "head" in err
+    assert not (tmp_path / "ds").exists()
+
+
 def test_bag_without_robot_topics_is_refused(tmp_path):
     bag = tmp_path / "bag"
     with Writer(bag, version=8) as writer:

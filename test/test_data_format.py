@@ -16,6 +16,7 @@ import pytest
 from pi0_ros.data.features import ACTION_KEY, STATE_KEY, image_key, layout_names, make_spec
 from pi0_ros.data.lerobot_dataset import (
     DATA_PATH,
+    EPISODES_PATH,
     INFO_PATH,
     RECORDING_DIR,
     STATS_PATH,
@@ -124,6 +125,12 @@ def test_discard_and_empty_episode_leave_nothing(tmp_path):
     assert len(list((tmp_path / "data").glob("*/*.parquet"))) == 1
 
 
+@pytest.mark.parametrize("fps", [0, -5, 2.5, float("inf"), float("nan")])
+def test_make_spec_refuses_a_bad_fps(fps):
+    with pytest.raises(ValueError, match="fps"):
+        make_spec(EMB, "joint_position", fps, SIZES)
+
+
 def test_bad_frames_and_spec_mismatch_are_refused(tmp_path):
     writer, _ = write_episodes(tmp_path, [2], ["t"])
     writer.start_episode("t")
@@ -204,3 +211,24 @@ def test_repair_after_crash_between_commit_steps(tmp_path):
     info = json.loads((tmp_path / INFO_PATH).read_text())
     assert (info["total_episodes"], info["total_frames"]) == (2, 5)
     assert DatasetReader(tmp_path).stats[STATE_KEY]["count"].tolist() == [5]
+
+
+def test_damaged_metadata_is_a_dataset_error_naming_the_file(tmp_path):
+    write_episodes(tmp_path, [3, 2], ["a", "b"])
+    info = tmp_path / INFO_PATH
+    text = info.read_text()
+    info.write_text(text[: len(text) // 2])
+    with pytest.raises(DatasetError, match="info.json"):
+        DatasetReader(tmp_path)
+    info.write_text(text)
+    row = tmp_path / EPISODES_PATH.format(**chunk_file(1))
+    row.write_bytes(row.read_bytes()[:40])
+    with pytest.raises(DatasetError, match="file-001.parquet"):
+        DatasetReader(tmp_path)
+
+
+def test_reader_refuses_info_claiming_episodes_that_are_missing(tmp_path):
+    write_episodes(tmp_path, [3, 2], ["a", "b"])
+    (tmp_path / EPISODES_PATH.format(**chunk_file(1))).unlink()
+    with pytest.raises(DatasetError, match="2 episodes / 5 frames, but only 1 episodes / 3 frames"):
+        DatasetReader(tmp_path)

@@ -56,3 +56,23 @@ def test_first_episodes_copied_with_their_bytes_kept(tmp_path):
         np.testing.assert_array_equal(src.images(i, 0)["head"], dst.images(i, 0)["head"])
     with pytest.raises(ValueError):
         reencode_dataset(tmp_path / "src", tmp_path / "none", quality=None, episodes=0)
+
+
+def test_interrupted_copy_leaves_no_destination_and_a_rerun_works(tmp_path, monkeypatch):
+    import pi0_ros.data.reencode as reencode
+
+    write_dataset(tmp_path / "src")
+    real_copy = reencode.shutil.copy2
+
+    def interrupted(src, dst, *args, **kwargs):
+        if "meta/episodes" in str(src) and "file-001" in str(src):
+            raise KeyboardInterrupt
+        return real_copy(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(reencode.shutil, "copy2", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reencode_dataset(tmp_path / "src", tmp_path / "dst", quality=60)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    monkeypatch.setattr(reencode.shutil, "copy2", real_copy)
+    reencode_dataset(tmp_path / "src", tmp_path / "dst", quality=60)
+    assert open_dataset(tmp_path / "dst").num_episodes == open_dataset(tmp_path / "src").num_episodes

@@ -139,3 +139,22 @@ def test_cli_reports_a_directory_that_is_not_a_dataset(tmp_path, capsys):
                        "--no-progress"])
     assert code == 2
     assert "not a LeRobot dataset directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option,value", [("--max-episodes", "0"), ("--max-episodes", "-1"), ("--save-every", "0"),
+                                          ("--log-every", "0"), ("--batch-size", "0")])
+def test_cli_refuses_counts_below_one_before_loading(tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--dataset", str(tmp_path), "--out", str(tmp_path / "o"), option, value])
+    assert exc.value.code == 2 and option in capsys.readouterr().err
+
+
+def test_cli_reports_damaged_dataset_metadata(tmp_path, capsys):
+    from test_training_lerobot import write_dataset
+
+    write_dataset(tmp_path / "ds")
+    info = tmp_path / "ds" / "meta" / "info.json"
+    info.write_text(info.read_text()[:50])
+    code = train_main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "o"), "--config", "pi0_test",
+                       "--no-progress"])
+    assert code == 2 and "info.json: damaged JSON" in capsys.readouterr().err

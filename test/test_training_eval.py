@@ -26,6 +26,18 @@ from pi0_ros.training.evaluate import (
 def test_seed_ranges():
     assert parse_seeds("1000-1002,7") == [1000, 1001, 1002, 7]
     assert parse_seeds("5,1-3,2,5") == [5, 1, 2, 3]  # a seed named twice runs once
+    with pytest.raises(ValueError, match="reversed"):
+        parse_seeds("1019-1000")
+    with pytest.raises(ValueError, match="no seeds"):
+        parse_seeds(" , ")
+
+
+def test_bad_seeds_are_an_option_error(capsys):
+    from pi0_ros.training import evaluate
+
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(["--seeds", "1019-1000"])
+    assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err
 
 
 def test_success_criteria():

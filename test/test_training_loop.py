@@ -9,9 +9,10 @@ import torch
 
 from pi0_ros.model.pi0_fast_policy import Pi0FastPolicy
 from pi0_ros.model.policy import Pi0Policy
+from pi0_ros.training.dataset import DatasetError
 from pi0_ros.training.model_setup import LoRALinear
 from pi0_ros.training.synthetic import make_dataset
-from pi0_ros.training.trainer import TrainConfig, Trainer, lr_factor
+from pi0_ros.training.trainer import STATE_FILE, TrainConfig, Trainer, lr_factor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,6 +78,21 @@ def test_resume_takes_the_same_steps_as_an_uninterrupted_run(tmp_path, augment):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
     for name in straight.ema.shadow:
         torch.testing.assert_close(straight.ema.shadow[name], resumed.ema.shadow[name], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_a_dataset_whose_episodes_changed(tmp_path):
+    ds = make_dataset(num_episodes=3, length=7, seed=5)
+    Trainer(config(tmp_path, "a", steps=3), dataset=ds).run()
+    step = str(tmp_path / "a" / "checkpoints" / "step_000003")
+    grown = make_dataset(num_episodes=4, length=7, seed=5)  # a recorder appended an episode
+    with pytest.raises(DatasetError, match="3 episodes .21 frames.*4 episodes .28 frames"):
+        Trainer(config(tmp_path, "b", steps=0), resume=step, dataset=grown)
+    # A state saved before the check: resumed (with a warning), not refused.
+    state_file = tmp_path / "a" / "checkpoints" / "step_000003" / STATE_FILE
+    state = torch.load(state_file, weights_only=False)
+    del state["episode_lengths"]
+    torch.save(state, state_file)
+    assert Trainer(config(tmp_path, "c", steps=0), resume=step, dataset=grown).start_step == 3
 
 
 def test_augmentation_reaches_the_loss_on_fixed_cameras_only(tmp_path):

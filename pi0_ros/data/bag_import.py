@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from pi0_ros.cli_types import positive_int
 from pi0_ros.data.features import make_spec
 from pi0_ros.data.frames import IMAGE_STORAGES, Frame, FrameAssembler, FrameLimits
 from pi0_ros.data.lerobot_dataset import DatasetWriter, EpisodeRecord
@@ -127,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--root", required=True, help="dataset directory (created, or appended to)")
     parser.add_argument("--task", default=None, help="language instruction (default: the bag's 'instruction')")
     parser.add_argument("--action-space", default="joint_position")
-    parser.add_argument("--fps", type=int, default=15)
+    parser.add_argument("--fps", type=positive_int, default=15)
     parser.add_argument("--embodiment", default=None, help="embodiment YAML (default: the package's r1pro.yaml)")
     parser.add_argument("--cameras", nargs="*", default=None, help="cameras to import (default: all)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=None,
@@ -138,6 +139,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     embodiment = load_embodiment(args.embodiment)
     cameras = args.cameras if args.cameras is not None else list(embodiment.cameras)
+    unknown = sorted(set(cameras) - set(embodiment.cameras))
+    if unknown:
+        parser.error(f"--cameras: unknown cameras {unknown}; the embodiment has {sorted(embodiment.cameras)}")
     sizes = {c: tuple(args.image_size) if args.image_size else (embodiment.cameras[c].height,
                                                                  embodiment.cameras[c].width) for c in cameras}
     limits = FrameLimits(args.state_timeout_s, args.command_timeout_s)

@@ -8,6 +8,7 @@ which dimension is which joint without a second source of truth. Cameras become
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -69,6 +70,10 @@ def make_spec(embodiment: Embodiment, action_space: str, fps: int,
               image_sizes: Optional[Mapping[str, Tuple[int, int]]] = None) -> DatasetSpec:
     """The dataset spec of an embodiment; ``image_sizes`` camera -> (height, width), default: the
     embodiment's camera sizes for every camera (an empty mapping records no images)."""
+    # The frame period is 1 / fps and the stored fps is an int: anything else divides by zero, never advances, or
+    # is silently truncated.
+    if not math.isfinite(fps) or fps <= 0 or int(fps) != fps:
+        raise ValueError(f"fps must be a positive whole number, got {fps}")
     if image_sizes is None:
         image_sizes = {c.name: (c.height, c.width) for c in embodiment.cameras.values()}
     unknown = sorted(set(image_sizes) - set(embodiment.cameras))

@@ -223,10 +223,21 @@ def _episode_row(record: EpisodeRecord, feature_stats: Mapping[str, Mapping[str,
     return pa.table(row)
 
 
+def _read_json(path: Path) -> dict:
+    """A metadata JSON file; a damaged one (e.g. truncated by a full disk) is a DatasetError naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: damaged JSON ({err})") from err
+
+
 def _read_episode_row(path: Path) -> Tuple[EpisodeRecord, Dict[str, Dict[str, np.ndarray]]]:
-    row = pq.read_table(path).to_pylist()[0]
-    record = EpisodeRecord(episode_index=row["episode_index"], length=row["length"], tasks=tuple(row["tasks"]),
-                           from_index=row["dataset_from_index"], to_index=row["dataset_to_index"])
+    try:
+        row = pq.read_table(path).to_pylist()[0]
+        record = EpisodeRecord(episode_index=row["episode_index"], length=row["length"], tasks=tuple(row["tasks"]),
+                               from_index=row["dataset_from_index"], to_index=row["dataset_to_index"])
+    except (pa.ArrowException, IndexError, KeyError) as err:
+        raise DatasetError(f"{path}: damaged episode metadata ({type(err).__name__}: {err})") from err
     feature_stats: Dict[str, Dict[str, np.ndarray]] = {}
     for key, value in row.items():
         if key.startswith("stats/"):
@@ -519,12 +530,19 @@ class DatasetReader:
         info_path = self.root / INFO_PATH
         if not info_path.exists():
             raise DatasetError(f"{self.root}: no {INFO_PATH}")
-        self.info = json.loads(info_path.read_text())
+        self.info = _read_json(info_path)
         self.spec = spec_from_info(self.info)
         self.tasks = read_tasks(self.root)
         self.episodes = [record for _, record, _ in _committed_episodes(self.root)]
+        # info.json claiming more than the committed episodes hold means episodes are missing (e.g. an interrupted
+        # copy); training would silently use a subset. Fewer is the writer's own state between committing an
+        # episode and rewriting info.json (see the module docstring), so that stays readable.
+        claimed = (self.info.get("total_episodes", 0), self.info.get("total_frames", 0))
+        if claimed[0] > len(self.episodes) or claimed[1] > self.num_frames:
+            raise DatasetError(f"{info_path}: {claimed[0]} episodes / {claimed[1]} frames, but only "
+                               f"{len(self.episodes)} episodes / {self.num_frames} frames are in meta/episodes")
         stats_path = self.root / STATS_PATH
-        self.stats = stats_lib.from_json(json.loads(stats_path.read_text())) if stats_path.exists() else {}
+        self.stats = stats_lib.from_json(_read_json(stats_path)) if stats_path.exists() else {}
 
     @property
     def num_frames(self) -> int:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -28,6 +30,7 @@ from pi0_ros.data.lerobot_dataset import (
     IMAGE_TYPE,
     INFO_PATH,
     TASKS_PATH,
+    EpisodeRecord,
     _committed_episodes,
     atomic_write_table,
     chunk_file,
@@ -55,6 +58,27 @@ def reencode_table(table: pa.Table, quality: int) -> pa.Table:
     return table
 
 
+def _copy(src: Path, dst: Path, committed: Sequence[Tuple[Path, EpisodeRecord, object]],
+          quality: Optional[int]) -> Tuple[int, int]:
+    """Copy into the existing, empty ``dst``; returns the frame files' bytes before and after."""
+    # Everything but the per-episode files; then each kept episode's metadata row and frame file.
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.parquet"), dirs_exist_ok=True)
+    shutil.copy2(src / TASKS_PATH, dst / TASKS_PATH)
+    before = after = 0
+    for meta_path, record, _ in committed:
+        shutil.copy2(meta_path, dst / meta_path.relative_to(src))
+        frames = DATA_PATH.format(**chunk_file(record.episode_index))
+        out = dst / frames
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if quality is None:
+            shutil.copy2(src / frames, out)
+        else:
+            atomic_write_table(out, reencode_table(pq.read_table(src / frames), quality))
+        before += (src / frames).stat().st_size
+        after += out.stat().st_size
+    return before, after
+
+
 def reencode_dataset(src: Path | str, dst: Path | str, quality: Optional[int],
                      episodes: Optional[int] = None) -> Tuple[int, int]:
     """Copy the dataset at ``src`` to ``dst`` (which must not exist) with JPEG images of ``quality`` (None:
@@ -70,23 +94,18 @@ def reencode_dataset(src: Path | str, dst: Path | str, quality: Optional[int],
     if episodes is not None and episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     committed = _committed_episodes(src)[:episodes]
-    # Everything but the per-episode files; then each kept episode's metadata row and frame file.
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.parquet"))
-    shutil.copy2(src / TASKS_PATH, dst / TASKS_PATH)
-    before = after = 0
-    for meta_path, record, _ in committed:
-        shutil.copy2(meta_path, dst / meta_path.relative_to(src))
-        frames = DATA_PATH.format(**chunk_file(record.episode_index))
-        out = dst / frames
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if quality is None:
-            shutil.copy2(src / frames, out)
-        else:
-            atomic_write_table(out, reencode_table(pq.read_table(src / frames), quality))
-        before += (src / frames).stat().st_size
-        after += out.stat().st_size
-    if episodes is not None:  # info.json and stats.json for the episodes kept
-        repair(dst, spec_from_info(json.loads((dst / INFO_PATH).read_text())))
+    # Written into a sibling temporary directory and renamed when complete: an interrupted run leaves no DST
+    # whose info.json describes episodes it lacks, and a rerun is not refused by a half copy.
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    try:
+        before, after = _copy(src, partial, committed, quality)
+        if episodes is not None:  # info.json and stats.json for the episodes kept
+            repair(partial, spec_from_info(json.loads((partial / INFO_PATH).read_text())))
+        os.rename(partial, dst)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return before, after
 
 

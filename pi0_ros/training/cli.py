@@ -30,6 +30,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from pi0_ros.cli_types import positive_int
 from pi0_ros.training.dataset import DatasetError
 from pi0_ros.training.model_setup import FREEZE_CHOICES, MODEL_KINDS
 
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--new-embodiment", action="store_true",
                    help="fine-tune onto data whose dims/cameras differ from --init's (new policy config)")
     d.add_argument("--action-horizon", type=int, default=None)
-    d.add_argument("--max-episodes", type=int, default=None, help="train on the dataset's first N episodes only")
+    d.add_argument("--max-episodes", type=positive_int, default=None,
+                   help="train on the dataset's first N episodes only")
     d.add_argument("--val-dataset", default=None,
                    help="held-out demonstrations (same format): their loss at every checkpoint, the lowest "
                         "linked as <out>/best")
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--default-prompt", default=None)
     o = p.add_argument_group("optimization")
     o.add_argument("--steps", type=int, default=None, help="total steps (default 1000)")
-    o.add_argument("--batch-size", type=int, default=8, help="per process")
+    o.add_argument("--batch-size", type=positive_int, default=8, help="per process")
     o.add_argument("--lr", type=float, default=2.5e-5, help="peak learning rate")
     o.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine floor as a fraction of --lr")
     o.add_argument("--warmup", type=int, default=100, help="linear warmup steps")
@@ -96,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BPE vocabulary of the FAST tokenizer fitted on the dataset (default: the config's; at "
                         "least the number of distinct quantized coefficients)")
     r = p.add_argument_group("run")
-    r.add_argument("--save-every", type=int, default=500)
+    r.add_argument("--save-every", type=positive_int, default=500)
     r.add_argument("--keep-last", type=int, default=3)
-    r.add_argument("--log-every", type=int, default=10)
+    r.add_argument("--log-every", type=positive_int, default=10)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--num-workers", type=int, default=0)
     r.add_argument("--cache-images", action="store_true",

@@ -142,7 +142,7 @@ class LeRobotDirectory:
         info_path = self.root / "meta" / "info.json"
         if not info_path.is_file():
             raise DatasetError(self.name, [f"no meta/info.json: not a LeRobot dataset directory ({info_path})"])
-        self.info = json.loads(info_path.read_text())
+        self.info = _read_info(info_path, self.name)
         self.features: Dict[str, dict] = self.info.get("features", {})
         self.fps = self.info.get("fps")
         self._tasks = {}
@@ -218,10 +218,14 @@ class TeamDataset:
     frame when a sample needs them)."""
 
     def __init__(self, root: str | os.PathLike):
+        from pi0_ros.data.lerobot_dataset import DatasetError as ReaderError
         from pi0_ros.data.lerobot_dataset import DatasetReader
 
         self.name = str(root)
-        self.reader = DatasetReader(root)
+        try:
+            self.reader = DatasetReader(root)
+        except ReaderError as err:  # damaged metadata: reported like other unusable data (pi0-train exits 2)
+            raise DatasetError(self.name, [str(err)]) from err
         self.action_space = self.reader.spec.action_space
         self.fps = self.reader.spec.fps
         self._cams = [k[len(IMAGE_PREFIX):] for k in self.reader.spec.camera_keys]
@@ -281,9 +285,17 @@ def open_dataset(path: str | os.PathLike) -> EpisodeDataset:
     """A LeRobot-format dataset directory: v3.0 (``pi0_ros.data``'s writer) through the team's reader,
     v2.x through the pyarrow reader above."""
     info_path = Path(path) / "meta" / "info.json"
-    if info_path.is_file() and str(json.loads(info_path.read_text()).get("codebase_version", "")).startswith("v3"):
+    if info_path.is_file() and str(_read_info(info_path, str(path)).get("codebase_version", "")).startswith("v3"):
         return TeamDataset(path)
     return LeRobotDirectory(path)
+
+
+def _read_info(info_path: Path, name: str) -> dict:
+    """meta/info.json; a damaged one is a DatasetError naming the file, not a bare JSONDecodeError."""
+    try:
+        return json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(name, [f"{info_path}: damaged JSON ({err})"]) from err
 
 
 # ------------------------------------------------------------------------------------- validation

@@ -49,7 +49,13 @@ def parse_seeds(text: str) -> List[int]:
     seeds: List[int] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         lo, _, hi = part.partition("-")
-        seeds.extend(range(int(lo), int(hi or lo) + 1))
+        first, last = int(lo), int(hi or lo)
+        # A reversed range is an empty range: the run would report 0/0 episodes as a complete evaluation.
+        if last < first:
+            raise ValueError(f"seed range {part!r} is reversed (write {last}-{first})")
+        seeds.extend(range(first, last + 1))
+    if not seeds:
+        raise ValueError(f"no seeds in {text!r}")
     return list(dict.fromkeys(seeds))
 
 
@@ -370,6 +376,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.resume and not args.out:
         parser.error("--resume continues the report named by --out")
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        parser.error(f"--seeds: {exc}")
     from pi0_ros.launch_graph import GraphOptions
     from pi0_ros.paths import config_path
     from pi0_ros.sim.config import load_sim_config, write_layout_variant
@@ -392,7 +402,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            server_uri=args.server_uri,
                            instruction=None if args.instruction == "auto" else args.instruction,
                            sim_params=args.sim_params, extra_policy_parameters=extra, extra_sim_parameters=sim_extra)
-    seeds = parse_seeds(args.seeds)
     tasks = parse_tasks(args.tasks) if args.tasks else (SKILL_TASKS if args.layout == "fixed" else None)
     plan: Plan = ((lambda seed, state: expert_plan(seed, state, tasks)) if args.instruction == "auto"
                   else fixed_plan(args.instruction, success_check(args.success)))

@@ -324,6 +324,20 @@ class Trainer:
         self._prepare_optimization(state)
 
     # ---------------------------------------------------------------------------------- setup
+    def _check_same_episodes(self, state: Dict[str, Any], source: str) -> None:
+        """A resumed run continues the same sampling order only on the same episodes (a recorder may have appended
+        to the dataset since): refuse other data rather than silently train on other chunks."""
+        saved = state.get("episode_lengths")
+        if saved is None:  # a state saved before this check existed
+            _log(self.info, "pi0-train: warning: the checkpoint does not record its dataset's episodes; "
+                            "cannot check that the dataset is unchanged")
+            return
+        if list(saved) != self.episode_lengths:
+            raise DatasetError(source, [
+                f"changed since the checkpoint: it trained on {len(saved)} episodes ({sum(saved)} frames), "
+                f"the dataset now gives {len(self.episode_lengths)} episodes ({sum(self.episode_lengths)} frames); "
+                "resume needs the same episodes (start a new run with --init to train on the new data)"])
+
     def _prepare_data_and_model(self, state: Optional[Dict[str, Any]]) -> None:
         cfg, info = self.cfg, self.info
         if cfg.model not in model_setup.MODEL_KINDS:
@@ -351,6 +365,9 @@ class Trainer:
         used = self.dataset.num_episodes if cfg.max_episodes is None else min(cfg.max_episodes,
                                                                                self.dataset.num_episodes)
         self.episodes = [self.dataset.episode(i) for i in range(used)]
+        self.episode_lengths = [ep.length for ep in self.episodes]
+        if state is not None:
+            self._check_same_episodes(state, source)
         if cfg.cache_images and hasattr(self.dataset, "preload_images"):
             held = self.dataset.preload_images(progress=cfg.progress and self.info.main, episodes=used)
             _log(self.info, f"pi0-train: {held / 2**30:.2f} GiB of decoded images held in memory")
@@ -687,7 +704,7 @@ class Trainer:
                             "optimizer": optim_state, "scheduler": self.scheduler.state_dict(), "generators": gens,
                             "torch_rng": torch.get_rng_state(), "ema": self.ema.state_dict() if self.ema else None,
                             "model": raw, "history": self.history, "world_size": info.world,
-                            "best": self.best},
+                            "best": self.best, "episode_lengths": self.episode_lengths},
                            os.path.join(inner, STATE_FILE))
                 with open(os.path.join(inner, PROVENANCE_FILE), "w", encoding="utf-8") as f:
                     action_space = cfg.action_space or getattr(self.dataset, "action_space", None)
