@@ -79,6 +79,23 @@ def test_cli_reports_nan_in_a_team_dataset(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_lerobot_packed_episodes_are_refused_not_read_as_one_episode(tmp_path, capsys):
+    # LeRobot's own v3.0 writer packs several episodes into one data file and one metadata file; reading the
+    # metadata's first row would train on all of them as one episode, chunks crossing episode boundaries.
+    root = tmp_path / "data"
+    write_dataset(str(root))
+    for kind in ("data", "meta/episodes"):
+        files = sorted((root / kind / "chunk-000").glob("*.parquet"))
+        packed = pa.concat_tables([pq.read_table(f) for f in files])
+        for extra in files[1:]:
+            extra.unlink()
+        pq.write_table(packed, files[0])
+    code = train_main(["--dataset", str(root), "--out", str(tmp_path / "run"), "--config", "pi0_test", "--steps", "2",
+                       "--cameras", "head,,", "--no-progress"])
+    assert code == 2
+    assert "3 episodes in one metadata file" in capsys.readouterr().err
+
+
 def test_preloaded_images_equal_the_decoded_ones_and_training_uses_them(tmp_path):
     from pi0_ros.training.dataset import open_dataset
 

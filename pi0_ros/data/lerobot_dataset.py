@@ -233,7 +233,13 @@ def _read_json(path: Path) -> dict:
 
 def _read_episode_row(path: Path) -> Tuple[EpisodeRecord, Dict[str, Dict[str, np.ndarray]]]:
     try:
-        row = pq.read_table(path).to_pylist()[0]
+        rows = pq.read_table(path).to_pylist()
+        if len(rows) > 1:
+            # LeRobot's own writer packs many episodes into one metadata (and data) file; taking the first row
+            # would read all of them as one episode, chunks crossing episode boundaries.
+            raise DatasetError(f"{path}: {len(rows)} episodes in one metadata file (LeRobot's packed v3.0 layout); "
+                               "this reader takes one episode per file, as pi0_ros's writer stores them")
+        row = rows[0]
         record = EpisodeRecord(episode_index=row["episode_index"], length=row["length"], tasks=tuple(row["tasks"]),
                                from_index=row["dataset_from_index"], to_index=row["dataset_to_index"])
     except (pa.ArrowException, IndexError, KeyError) as err:
@@ -553,7 +559,11 @@ class DatasetReader:
         """All columns of one episode: vectors as ``[T, D]`` arrays, indices as ``[T]``, images as a list
         of ``[H, W, 3]`` uint8 arrays (or of the stored bytes), ``task`` as a string."""
         record = self.episodes[index]
-        table = pq.read_table(self.root / DATA_PATH.format(**chunk_file(record.episode_index)))
+        path = self.root / DATA_PATH.format(**chunk_file(record.episode_index))
+        table = pq.read_table(path)
+        if table.num_rows != record.length:
+            raise DatasetError(f"{path}: {table.num_rows} frames, but episode {record.episode_index}'s metadata "
+                               f"says {record.length}")
         out: Dict[str, object] = {}
         for key, feature in self.spec.features.items():
             column = table.column(key)
