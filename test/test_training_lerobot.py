@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pi0_ros.data.features import ACTION_KEY, INDEX_KEYS, STATE_KEY, DatasetSpec, image_key
-from pi0_ros.data.lerobot_dataset import DATA_PATH, DatasetWriter, EncodedImage, chunk_file
+from pi0_ros.data.lerobot_dataset import DATA_PATH, DatasetReader, DatasetWriter, EncodedImage, chunk_file
 from pi0_ros.model.policy import Pi0Policy
 from pi0_ros.training.cli import main as train_main
 from pi0_ros.training.synthetic import make_dataset
@@ -94,6 +94,25 @@ def test_lerobot_packed_episodes_are_refused_not_read_as_one_episode(tmp_path, c
                        "--cameras", "head,,", "--no-progress"])
     assert code == 2
     assert "3 episodes in one metadata file" in capsys.readouterr().err
+
+
+def test_a_damaged_image_past_frame_zero_is_reported_with_its_place(tmp_path, capsys):
+    # The writer decodes only a sample of frames: a truncated image can reach training. Preloading finds it
+    # before the first step and says where it is.
+    root = str(tmp_path / "data")
+    ds = write_dataset(root)
+    writer = DatasetWriter(root, DatasetReader(root).spec)
+    writer.start_episode(ds.episode(0).task)
+    for t in range(6):
+        png = cv2.imencode(".png", ds.images(0, t)["head"][:, :, ::-1])[1].tobytes()
+        writer.add_frame(ds.episode(0).states[t], ds.episode(0).actions[t],
+                         {image_key("head"): EncodedImage(png[:40] if t == 3 else png)})
+    writer.finish_episode()
+    writer.close()
+    code = train_main(["--dataset", root, "--out", str(tmp_path / "run"), "--config", "pi0_test", "--steps", "2",
+                       "--cameras", "head,,", "--cache-images", "--no-progress"])
+    assert code == 2
+    assert "episode 3, frame 3, camera 'head'" in capsys.readouterr().err
 
 
 def test_preloaded_images_equal_the_decoded_ones_and_training_uses_them(tmp_path):

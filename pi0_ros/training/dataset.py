@@ -252,13 +252,21 @@ class TeamDataset:
                              np.asarray(raw[ACTION_KEY], dtype=np.float64), str(raw.get(TASK_KEY, "")))
 
     def images(self, i: int, frame: int) -> Dict[str, np.ndarray]:
-        from pi0_ros.data.lerobot_dataset import decode_image_bytes
-
         if i in self._decoded:
             return {c: frames[frame] for c, frames in self._decoded[i].items()}
         if i not in self._blobs:
             self.episode(i)
-        return {c: decode_image_bytes(blobs[frame]) for c, blobs in self._blobs[i].items()}
+        return {c: self._decode(i, frame, c, blobs[frame]) for c, blobs in self._blobs[i].items()}
+
+    def _decode(self, i: int, frame: int, camera: str, blob: bytes) -> np.ndarray:
+        """One stored image; a damaged one is a DatasetError naming where it is (the writer samples frames)."""
+        from pi0_ros.data.lerobot_dataset import DatasetError as ReaderError
+        from pi0_ros.data.lerobot_dataset import decode_image_bytes
+
+        try:
+            return decode_image_bytes(blob)
+        except ReaderError as err:
+            raise DatasetError(self.name, [f"episode {i}, frame {frame}, camera {camera!r}: {err}"]) from err
 
     def preload_images(self, progress: bool = False, episodes: Optional[int] = None) -> int:
         """Decode every frame of every camera (of the first ``episodes``, default all) once and keep the pixels
@@ -268,14 +276,12 @@ class TeamDataset:
         loader workers started after this share the arrays (fork, copy-on-write) instead of decoding again."""
         from tqdm import tqdm
 
-        from pi0_ros.data.lerobot_dataset import decode_image_bytes
-
         held = 0
         count = self.num_episodes if episodes is None else min(episodes, self.num_episodes)
         for i in tqdm(range(count), desc="decoding images", unit="episode", disable=not progress):
             if i not in self._blobs:
                 self.episode(i)
-            self._decoded[i] = {c: np.stack([decode_image_bytes(b) for b in blobs])
+            self._decoded[i] = {c: np.stack([self._decode(i, t, c, b) for t, b in enumerate(blobs)])
                                 for c, blobs in self._blobs[i].items()}
             held += sum(a.nbytes for a in self._decoded[i].values())
         return held
