@@ -223,7 +223,7 @@ def _episode_row(record: EpisodeRecord, feature_stats: Mapping[str, Mapping[str,
     return pa.table(row)
 
 
-def _read_json(path: Path) -> dict:
+def read_metadata_json(path: Path) -> dict:
     """A metadata JSON file; a damaged one (e.g. truncated by a full disk) is a DatasetError naming it."""
     try:
         return json.loads(path.read_text())
@@ -536,7 +536,7 @@ class DatasetReader:
         info_path = self.root / INFO_PATH
         if not info_path.exists():
             raise DatasetError(f"{self.root}: no {INFO_PATH}")
-        self.info = _read_json(info_path)
+        self.info = read_metadata_json(info_path)
         self.spec = spec_from_info(self.info)
         self.tasks = read_tasks(self.root)
         self.episodes = [record for _, record, _ in _committed_episodes(self.root)]
@@ -548,7 +548,7 @@ class DatasetReader:
             raise DatasetError(f"{info_path}: {claimed[0]} episodes / {claimed[1]} frames, but only "
                                f"{len(self.episodes)} episodes / {self.num_frames} frames are in meta/episodes")
         stats_path = self.root / STATS_PATH
-        self.stats = stats_lib.from_json(_read_json(stats_path)) if stats_path.exists() else {}
+        self.stats = stats_lib.from_json(read_metadata_json(stats_path)) if stats_path.exists() else {}
 
     @property
     def num_frames(self) -> int:

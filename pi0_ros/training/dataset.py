@@ -298,10 +298,13 @@ def open_dataset(path: str | os.PathLike) -> EpisodeDataset:
 
 def _read_info(info_path: Path, name: str) -> dict:
     """meta/info.json; a damaged one is a DatasetError naming the file, not a bare JSONDecodeError."""
+    from pi0_ros.data.lerobot_dataset import DatasetError as ReaderError
+    from pi0_ros.data.lerobot_dataset import read_metadata_json
+
     try:
-        return json.loads(info_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(name, [f"{info_path}: damaged JSON ({err})"]) from err
+        return read_metadata_json(info_path)
+    except ReaderError as err:
+        raise DatasetError(name, [str(err)]) from err
 
 
 # ------------------------------------------------------------------------------------- validation

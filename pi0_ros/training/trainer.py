@@ -324,6 +324,11 @@ class Trainer:
         self._prepare_optimization(state)
 
     # ---------------------------------------------------------------------------------- setup
+    @property
+    def episode_lengths(self) -> List[int]:
+        """Frames per episode trained on (saved with the training state, checked on resume)."""
+        return [ep.length for ep in self.episodes]
+
     def _check_same_episodes(self, state: Dict[str, Any], source: str) -> None:
         """A resumed run continues the same sampling order only on the same episodes (a recorder may have appended
         to the dataset since): refuse other data rather than silently train on other chunks."""
@@ -365,7 +370,6 @@ class Trainer:
         used = self.dataset.num_episodes if cfg.max_episodes is None else min(cfg.max_episodes,
                                                                                self.dataset.num_episodes)
         self.episodes = [self.dataset.episode(i) for i in range(used)]
-        self.episode_lengths = [ep.length for ep in self.episodes]
         if state is not None:
             self._check_same_episodes(state, source)
         if cfg.cache_images and hasattr(self.dataset, "preload_images"):
